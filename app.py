@@ -1,0 +1,48 @@
+"""Mediaflow Portal: the whole login, wired in the order data moves."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+
+from portal import auth, errors, health, mediaflow, pages, sessions
+from portal.config import DEFAULTS, ConfigError, configure, settings_from_env
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Create and configure the portal."""
+    app = Flask(__name__, instance_relative_config=True)
+
+    # 1. Configuration: defaults, then the environment (or what a test passes in), checked once.
+    app.config.from_mapping(DEFAULTS)
+    try:
+        app.config.update(settings_from_env() if test_config is None else test_config)
+        configure(app.config, app.instance_path)
+    except ConfigError as error:
+        # One clear line instead of a traceback; gunicorn and flask both stop on SystemExit.
+        print(f"Mediaflow Portal cannot start: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+    # 2. Extensions: server-side sessions, CSRF protection, Authlib's client for Mediaflow.
+    sessions.init_app(app)
+    CSRFProtect(app)
+    mediaflow.init_app(app)
+
+    # 3. Blueprints: login and logout, the pages, health checks; then the error pages.
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(health.bp)
+    errors.init_app(app)
+
+    # 4. Before every request: load the session's token set and refresh it when due.
+    app.before_request(auth.load_session)
+
+    @app.context_processor
+    def portal_context() -> dict[str, Any]:
+        return {"demo_mode": app.config["MEDIAFLOW_DEMO"]}
+
+    return app

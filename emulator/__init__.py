@@ -1,0 +1,132 @@
+"""A local Mediaflow: the authorization page, the token endpoint and `/1/me`, in memory."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from authlib.oauth2 import OAuth2Error
+from flask import Flask, Response, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from .config import GRANT_TYPES, EmulatorConfig, default_config
+from .faults import Fault, FaultError, Faults, Stats, drop_connection
+from .oauth import MediaflowServer
+from .store import Store
+
+
+def create_app(config: EmulatorConfig | None = None) -> Flask:
+    """Create the emulator for the given clients and users (the defaults when none)."""
+    config = config or default_config()
+    app = Flask(__name__)
+    # Cookies ignore ports: never share a cookie name with the portal on the same host.
+    app.config["SESSION_COOKIE_NAME"] = "mediaflow_emulator"
+    store = Store(config.code_lifetime)
+    server = MediaflowServer(config, store)
+    faults = Faults()
+    stats = Stats()
+    app.extensions["mediaflow_emulator"] = {"config": config, "store": store, "faults": faults, "stats": stats}
+
+    @app.before_request
+    def inject_fault() -> Any:
+        area = {"authorize": "authorize", "token": "token", "me": "api"}.get(request.endpoint or "")
+        fault = faults.take(area) if area else None
+        if fault is None:
+            return None
+        if fault.kind == "delay":
+            time.sleep(fault.delay)
+            return None
+        if area == "token":
+            stats.token_request(_grant_bucket(), ok=False)
+        if fault.kind == "drop":
+            drop_connection(request.environ)
+            return Response("", status=fault.status)
+        if fault.kind == "garbage":
+            return Response("<html><body>502 Bad Gateway</body></html>", status=fault.status, mimetype="text/html")
+        if fault.kind == "oauth_error":
+            return jsonify(error=fault.error, error_description="Injected by the emulator."), fault.status
+        return jsonify(status=fault.status, error="Injected fault."), fault.status
+
+    @app.route("/authorize", methods=["GET", "POST"])
+    def authorize() -> Any:
+        """Show the login page, then send the user back with a code or an error."""
+        try:
+            grant = server.get_consent_grant(end_user=None)
+        except OAuth2Error as error:
+            if error.redirect_uri:
+                return server.handle_error_response(None, error)
+            return render_template("emulator/error.html", error=error), 400
+        context = {"client": grant.client.client, "users": config.users, "error": None}
+        if request.method == "GET":
+            return render_template("emulator/login.html", **context)
+        if request.form.get("action") == "deny":
+            return server.create_authorization_response(grant=grant, grant_user=None)
+        user = config.user(request.form.get("username"))
+        if user is None or user.password != request.form.get("password"):
+            context["error"] = "Wrong username or password."
+            return render_template("emulator/login.html", **context), 401
+        return server.create_authorization_response(grant=grant, grant_user=user)
+
+    @app.post("/1/oauth2/token")
+    def token() -> Response:
+        """Issue tokens for the three documented grants."""
+        response: Response = server.create_token_response()
+        stats.token_request(_grant_bucket(), ok=response.status_code == 200)
+        return response
+
+    @app.get("/1/me")
+    def me() -> Any:
+        """Return the token's user as a one-element array, as Mediaflow's GETs do."""
+        stats.api_call("/1/me")
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not value:
+            return _api_error(401, "Missing bearer token.")
+        access = store.find_access_token(value.strip())
+        if access is None:
+            return _api_error(401, "The access token is invalid or has expired.")
+        user = config.user(access.username)
+        assert user is not None
+        return jsonify([{"id": user.id, "username": user.username, "name": user.name,
+                         "email": user.email, "customerId": user.customer_id}])
+
+    @app.get("/_emulator/stats")
+    def read_stats() -> Any:
+        """Count token requests per grant and API calls per endpoint."""
+        return jsonify(stats.as_json() | {"reuse_detected": store.reuse_detected})
+
+    @app.route("/_emulator/faults", methods=["GET", "POST", "DELETE"])
+    def manage_faults() -> Any:
+        """List, add or clear injected faults."""
+        if request.method == "POST":
+            try:
+                faults.add(Fault.from_json(request.get_json(silent=True)))
+            except FaultError as error:
+                return jsonify(error=str(error)), 400
+        elif request.method == "DELETE":
+            faults.clear()
+        return jsonify(faults=faults.pending())
+
+    @app.post("/_emulator/reset")
+    def reset() -> Any:
+        """Clear faults and counts between tests."""
+        faults.clear()
+        stats.reset()
+        store.reuse_detected = 0
+        return jsonify(status="reset")
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Any:
+        if request.path.startswith("/1/"):
+            return _api_error(error.code or 500, error.description or "Error.")
+        return render_template("emulator/error.html", error=error), error.code
+
+    return app
+
+
+def _grant_bucket() -> str:
+    grant_type = request.form.get("grant_type", "")
+    return grant_type if grant_type in GRANT_TYPES else "other"
+
+
+def _api_error(status: int, message: str) -> tuple[Response, int]:
+    return jsonify(status=status, error=message), status

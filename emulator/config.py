@@ -1,0 +1,189 @@
+"""The emulator's clients and users: defaults, and a JSON file checked field by field."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+GRANT_TYPES = ("authorization_code", "refresh_token", "password")
+DEMO_CLIENT_ID = "mediaflow-portal-demo"
+DEMO_CLIENT_SECRET = "demo-client-secret-not-for-production"
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Client:
+    id: str
+    secret: str
+    redirect_uris: tuple[str, ...]
+    grants: tuple[str, ...] = GRANT_TYPES
+    issue_refresh_token: bool = True
+    expires_in: int = 3600
+    rotate_refresh_tokens: bool = False
+    # One newer Mediaflow example shows "refresh_token": "" instead of leaving it out.
+    empty_refresh_token_on_refresh: bool = False
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    username: str
+    password: str
+    name: str
+    email: str
+    customer_id: int = 1
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    clients: tuple[Client, ...]
+    users: tuple[User, ...]
+    code_lifetime: int = 60
+    source: str = "built-in defaults"
+
+    def client(self, client_id: str | None) -> Client | None:
+        return next((c for c in self.clients if c.id == client_id), None)
+
+    def user(self, username: str | None) -> User | None:
+        return next((u for u in self.users if u.username == username), None)
+
+
+def default_config() -> EmulatorConfig:
+    """One client matching the portal's demo settings, and the user demo / demo."""
+    demo_client = Client(
+        id=DEMO_CLIENT_ID,
+        secret=DEMO_CLIENT_SECRET,
+        redirect_uris=(
+            "http://127.0.0.1:5000/callback",
+            "http://localhost:5000/callback",
+        ),
+    )
+    users = (
+        User(1, "demo", "demo", "Demo User", "demo@example.com"),
+        User(2, "editor", "editor", "Erika Editor", "editor@example.com"),
+    )
+    return EmulatorConfig(clients=(demo_client,), users=users)
+
+
+def load_config(path: str | Path) -> EmulatorConfig:
+    """Read a JSON config file, naming the file and the field in any error."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot be read ({error.__class__.__name__})") from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}: not valid JSON (line {error.lineno}, column {error.colno})") from None
+    return parse_config(raw, source=str(path))
+
+
+def parse_config(raw: Any, source: str = "config") -> EmulatorConfig:
+    """Build the config from parsed JSON; unknown keys and wrong types are errors."""
+    reader = _Reader(source)
+    top = reader.mapping(raw, "", {"clients", "users", "code_lifetime"})
+    defaults = default_config()
+    clients = defaults.clients
+    users = defaults.users
+    if "clients" in top:
+        items = reader.list(top["clients"], "clients")
+        clients = tuple(_client(reader, item, f"clients[{i}]") for i, item in enumerate(items))
+        reader.unique([c.id for c in clients], "clients", "id")
+    if "users" in top:
+        items = reader.list(top["users"], "users")
+        users = tuple(_user(reader, item, f"users[{i}]", i + 1) for i, item in enumerate(items))
+        reader.unique([u.username for u in users], "users", "username")
+    code_lifetime = reader.positive_int(top.get("code_lifetime", 60), "code_lifetime")
+    return EmulatorConfig(clients=clients, users=users, code_lifetime=code_lifetime, source=source)
+
+
+def _client(reader: _Reader, raw: Any, where: str) -> Client:
+    fields = {
+        "id", "secret", "redirect_uris", "grants", "issue_refresh_token",
+        "expires_in", "rotate_refresh_tokens", "empty_refresh_token_on_refresh",
+    }
+    item = reader.mapping(raw, where, fields, required={"id", "secret", "redirect_uris"})
+    grants = tuple(reader.strings(item.get("grants", list(GRANT_TYPES)), f"{where}.grants"))
+    for grant in grants:
+        if grant not in GRANT_TYPES:
+            reader.fail(f"{where}.grants", f"unknown grant {grant!r}; use {', '.join(GRANT_TYPES)}")
+    uris = tuple(reader.strings(item["redirect_uris"], f"{where}.redirect_uris"))
+    if not uris:
+        reader.fail(f"{where}.redirect_uris", "must list at least one URI")
+    return Client(
+        id=reader.text(item["id"], f"{where}.id"),
+        secret=reader.text(item["secret"], f"{where}.secret"),
+        redirect_uris=uris,
+        grants=grants,
+        issue_refresh_token=reader.boolean(item.get("issue_refresh_token", True), f"{where}.issue_refresh_token"),
+        expires_in=reader.positive_int(item.get("expires_in", 3600), f"{where}.expires_in"),
+        rotate_refresh_tokens=reader.boolean(item.get("rotate_refresh_tokens", False), f"{where}.rotate_refresh_tokens"),
+        empty_refresh_token_on_refresh=reader.boolean(
+            item.get("empty_refresh_token_on_refresh", False), f"{where}.empty_refresh_token_on_refresh"
+        ),
+    )
+
+
+def _user(reader: _Reader, raw: Any, where: str, number: int) -> User:
+    item = reader.mapping(raw, where, {"username", "password", "name", "email"}, required={"username", "password"})
+    username = reader.text(item["username"], f"{where}.username")
+    return User(
+        id=number,
+        username=username,
+        password=reader.text(item["password"], f"{where}.password"),
+        name=reader.text(item.get("name", username), f"{where}.name"),
+        email=reader.text(item.get("email", f"{username}@example.com"), f"{where}.email"),
+    )
+
+
+class _Reader:
+    """Type checks that raise ConfigError naming the file and the field."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, where: str, problem: str) -> NoReturn:
+        raise ConfigError(f"{self.source}: {where or 'top level'}: {problem}")
+
+    def mapping(self, raw: Any, where: str, allowed: set[str], required: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            self.fail(where, "must be a JSON object")
+        for key in sorted(set(raw) - allowed):
+            self.fail(f"{where}.{key}".lstrip("."), f"unknown field; expected one of {', '.join(sorted(allowed))}")
+        for key in sorted(required - set(raw)):
+            self.fail(f"{where}.{key}".lstrip("."), "is required")
+        return raw
+
+    def list(self, raw: Any, where: str) -> list[Any]:
+        if not isinstance(raw, list):
+            self.fail(where, "must be a JSON array")
+        return raw
+
+    def text(self, raw: Any, where: str) -> str:
+        if not isinstance(raw, str) or not raw:
+            self.fail(where, "must be a non-empty string")
+        return raw
+
+    def strings(self, raw: Any, where: str) -> list[str]:
+        return [self.text(item, f"{where}[{i}]") for i, item in enumerate(self.list(raw, where))]
+
+    def boolean(self, raw: Any, where: str) -> bool:
+        if not isinstance(raw, bool):
+            self.fail(where, "must be true or false")
+        return raw
+
+    def positive_int(self, raw: Any, where: str) -> int:
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw <= 0:
+            self.fail(where, "must be a positive whole number of seconds")
+        return raw
+
+    def unique(self, values: list[str], where: str, name: str) -> None:
+        seen = {v for v in values if values.count(v) > 1}
+        if seen:
+            self.fail(where, f"duplicate {name} {sorted(seen)[0]!r}")

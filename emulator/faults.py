@@ -1,0 +1,115 @@
+"""Faults injected at run time, and the counts tests read back."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any
+
+ENDPOINTS = ("authorize", "token", "api")
+KINDS = ("delay", "status", "garbage", "drop", "oauth_error")
+
+
+class FaultError(ValueError):
+    """A fault request that cannot be used; the message says which field."""
+
+
+@dataclass
+class Fault:
+    endpoint: str
+    kind: str
+    remaining: int
+    delay: float = 0.0
+    status: int = 500
+    error: str = "invalid_grant"
+
+    @classmethod
+    def from_json(cls, data: Any) -> Fault:
+        if not isinstance(data, dict):
+            raise FaultError("send a JSON object")
+        endpoint, kind = data.get("endpoint"), data.get("kind")
+        if endpoint not in ENDPOINTS:
+            raise FaultError(f"endpoint must be one of {', '.join(ENDPOINTS)}")
+        if kind not in KINDS:
+            raise FaultError(f"kind must be one of {', '.join(KINDS)}")
+        count = data.get("count", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 10_000:
+            raise FaultError("count must be a whole number from 1 to 10000")
+        delay = data.get("delay", 0.0)
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 120:
+            raise FaultError("delay must be a number of seconds from 0 to 120")
+        status = data.get("status", 500 if kind == "status" else 200 if kind == "garbage" else 400)
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            raise FaultError("status must be an HTTP status from 100 to 599")
+        error = data.get("error", "invalid_grant")
+        if not isinstance(error, str) or not error:
+            raise FaultError("error must be a non-empty string")
+        return cls(endpoint, kind, count, float(delay), status, error)
+
+
+class Faults:
+    """Pending faults, each applied to the next N calls of its endpoint."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: list[Fault] = []
+
+    def add(self, fault: Fault) -> None:
+        with self._lock:
+            self._pending.append(fault)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._pending.clear()
+
+    def pending(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [asdict(f) for f in self._pending]
+
+    def take(self, endpoint: str) -> Fault | None:
+        with self._lock:
+            for fault in self._pending:
+                if fault.endpoint == endpoint:
+                    fault.remaining -= 1
+                    if fault.remaining == 0:
+                        self._pending.remove(fault)
+                    return fault
+        return None
+
+
+def drop_connection(environ: dict[str, Any]) -> None:
+    """Shut the client's socket so it sees the connection close with no response."""
+    sock = environ.get("werkzeug.socket")
+    if isinstance(sock, socket.socket):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class Stats:
+    """Counts of token requests per grant and outcome, and API calls per endpoint."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tokens: Counter[tuple[str, str]] = Counter()
+        self._api: Counter[str] = Counter()
+
+    def token_request(self, grant_type: str, ok: bool) -> None:
+        with self._lock:
+            self._tokens[(grant_type, "ok" if ok else "failed")] += 1
+
+    def api_call(self, path: str) -> None:
+        with self._lock:
+            self._api[path] += 1
+
+    def reset(self) -> None:
+        with self._lock:
+            self._tokens.clear()
+            self._api.clear()
+
+    def as_json(self) -> dict[str, Any]:
+        with self._lock:
+            tokens: dict[str, dict[str, int]] = {}
+            for (grant, outcome), n in self._tokens.items():
+                tokens.setdefault(grant, {"ok": 0, "failed": 0})[outcome] = n
+            return {"token": tokens, "api": dict(self._api)}

@@ -1,0 +1,186 @@
+"""/login, /callback, /logout, the session hook that refreshes tokens, and login_required."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, session, url_for
+from werkzeug.wrappers import Response
+
+from . import mediaflow
+from .sessions import regenerate_id, token_store
+from .tokens import RefreshPolicy, SessionEnded, TokenSet, new_key, refresh_if_due
+
+log = logging.getLogger(__name__)
+bp = Blueprint("auth", __name__)
+
+MAX_NEXT_LENGTH = 2048
+# How long a login may take between /login and /callback.
+STATE_LIFETIME = 600
+# Write the idle-timeout mark at most this often, so most requests do not write the session.
+SEEN_RESOLUTION = 60
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def safe_next_url(value: str | None) -> str | None:
+    """Return value if it is a path on this site, else None (no open redirects)."""
+    if not value or len(value) > MAX_NEXT_LENGTH or not value.startswith("/"):
+        return None
+    if value.startswith("//") or "\\" in value or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        return None
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
+        return None
+    return value
+
+
+def redirect_uri() -> str:
+    """MEDIAFLOW_REDIRECT_URI when set, else this app's callback URL."""
+    configured: str | None = current_app.config.get("MEDIAFLOW_REDIRECT_URI")
+    return configured or url_for("auth.callback", _external=True)
+
+
+@bp.get("/login")
+def login() -> Response:
+    """Send the browser to Mediaflow's login page with a fresh state."""
+    next_url = safe_next_url(request.args.get("next"))
+    client = mediaflow.client()
+    client.framework.expires_in = STATE_LIFETIME
+    target = redirect_uri()
+    authorization = client.create_authorization_url(target)
+    client.save_authorize_data(redirect_uri=target, next_url=next_url, **authorization)
+    return redirect(authorization["url"])
+
+
+@bp.get("/callback")
+def callback() -> Any:
+    """Check the state, trade the code for tokens and start a fresh session."""
+    for name in ("code", "state", "error"):
+        if len(request.args.getlist(name)) > 1:
+            abort(400, description=f"The answer from Mediaflow had more than one '{name}'.")
+    pending = _pending_login(request.args.get("state"))
+    if request.args.get("error"):
+        if pending is not None:
+            mediaflow.client().framework.clear_state_data(session, request.args["state"])
+        error = request.args["error"]
+        log.info("Login failed: Mediaflow answered %s", error[:64])
+        template = "errors/denied.html" if error == "access_denied" else "errors/provider.html"
+        return render_template(template, error=error, description=request.args.get("error_description")), 400
+    if pending is None:
+        log.info("Login failed: unknown, expired or reused state")
+        return render_template("errors/state.html"), 400
+    if not request.args.get("code"):
+        log.info("Login failed: the callback has no code")
+        return render_template("errors/provider.html", error="missing code", description=None), 400
+    try:
+        token = mediaflow.exchange_code()
+    except mediaflow.StateMismatch:
+        return render_template("errors/state.html"), 400
+    except mediaflow.MediaflowRefused as error:
+        log.info("Login failed: Mediaflow refused the code (%s)", error.error[:64])
+        return render_template("errors/provider.html", error=error.error, description=error.description), 400
+    _start_session(TokenSet.from_response(token))
+    return redirect(pending.get("next_url") or url_for("pages.index"))
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    """End the session: delete its server-side record and the token set, and clear the cookie."""
+    key = session.get("tokens_key")
+    if key:
+        token_store().delete(key)
+        log.info("Logout of user %s", (session.get("user") or {}).get("id"))
+    session.clear()
+    flash("You are logged out of the portal.")
+    regenerate_id(session)
+    return redirect(url_for("pages.index"))
+
+
+def login_required(view: F) -> F:
+    """Send people who are not logged in to /login, and back here afterwards."""
+
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if g.user is None:
+            return redirect(url_for("auth.login", next=safe_next_url(request.full_path.rstrip("?"))))
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def load_session() -> Any:
+    """Before each request: load the user and a fresh token set, refreshing it when due."""
+    g.user = None
+    g.tokens = None
+    if request.endpoint in ("static", "health.healthz", "health.readyz"):
+        return None
+    key = session.get("tokens_key")
+    if not key:
+        return None
+    config = current_app.config
+    now = time.time()
+    if now - session.get("login_at", 0) > config["SESSION_MAX_LIFETIME"] or (
+        now - session.get("seen_at", 0) > config["SESSION_IDLE_TIMEOUT"]
+    ):
+        return _session_ended("timeout")
+    policy = RefreshPolicy(
+        leeway=config["MEDIAFLOW_REFRESH_LEEWAY"],
+        lock_timeout=config["MEDIAFLOW_CONNECT_TIMEOUT"] + config["MEDIAFLOW_READ_TIMEOUT"] + 2,
+        ttl=config["SESSION_MAX_LIFETIME"],
+    )
+    try:
+        g.tokens = refresh_if_due(token_store(), key, policy)
+    except SessionEnded:
+        return _session_ended("mediaflow")
+    g.user = session.get("user")
+    if now - session.get("seen_at", 0) > SEEN_RESOLUTION:
+        session["seen_at"] = now
+    return None
+
+
+def _pending_login(state: str | None) -> dict[str, Any] | None:
+    """The data saved at /login for this state, unless it is unknown or expired."""
+    if not state or len(state) > 256:
+        return None
+    record = session.get(f"_state_mediaflow_{state}")
+    if not isinstance(record, dict) or record.get("exp", 0) < time.time():
+        return None
+    data: dict[str, Any] | None = record.get("data")
+    return data
+
+
+def _start_session(tokens: TokenSet) -> None:
+    """Store the token set under a new key and give the session a new id."""
+    old_key = session.pop("tokens_key", None)
+    if old_key:
+        token_store().delete(old_key)
+    user = {"id": None, "name": "Mediaflow user"}
+    try:
+        me = mediaflow.fetch_me(tokens.access_token)
+        user = {"id": me.get("id"), "name": mediaflow.display_name(me)}
+    except mediaflow.MediaflowError as error:
+        log.warning("Login: could not read /me (%s); continuing without a name", error)
+    key = new_key()
+    token_store().put(key, tokens, current_app.config["SESSION_MAX_LIFETIME"])
+    regenerate_id(session)
+    now = time.time()
+    session.update(tokens_key=key, user=user, login_at=now, seen_at=now)
+    log.info("Login succeeded for user %s", user["id"])
+
+
+def _session_ended(reason: str) -> Any:
+    """Forget the Mediaflow session politely and offer to log in again, back to this page."""
+    key = session.pop("tokens_key", None)
+    if key:
+        token_store().delete(key)
+    for name in ("user", "login_at", "seen_at"):
+        session.pop(name, None)
+    log.info("Session ended (%s)", reason)
+    next_url = safe_next_url(request.full_path.rstrip("?")) if request.method == "GET" else None
+    return render_template("errors/session_ended.html", reason=reason, next_url=next_url), 401

@@ -1,0 +1,182 @@
+"""Settings from the environment (and .env), checked once at start."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from dotenv import load_dotenv
+
+from emulator.config import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
+
+DEFAULTS: dict[str, Any] = {
+    "MEDIAFLOW_AUTHORIZE_URL": "https://login.mediaflowpro.com/authorize",
+    "MEDIAFLOW_TOKEN_URL": "https://accounts.mediaflow.com/1/oauth2/token",
+    "MEDIAFLOW_API_BASE": "https://api.mediaflow.com/1",
+    "MEDIAFLOW_REDIRECT_URI": None,
+    "MEDIAFLOW_SCOPE": None,
+    "MEDIAFLOW_REFRESH_LEEWAY": 60,
+    "MEDIAFLOW_PKCE": False,
+    "MEDIAFLOW_CONNECT_TIMEOUT": 3.0,
+    "MEDIAFLOW_READ_TIMEOUT": 5.0,
+    "MEDIAFLOW_EMULATOR_URL": "http://127.0.0.1:5001",
+    "MEDIAFLOW_DEMO": False,
+    "SESSION_BACKEND": "filesystem",
+    "REDIS_URL": None,
+    # None means: Secure, except in demo mode, which serves plain http on loopback.
+    "SESSION_COOKIE_SECURE": None,
+    "SESSION_IDLE_TIMEOUT": 30 * 60,
+    "SESSION_MAX_LIFETIME": 12 * 60 * 60,
+    "TRUSTED_PROXY_COUNT": 0,
+    "LOG_FORMAT": "text",
+}
+
+PLACEHOLDER_KEYS = {"change-me", "changeme", "secret", "dev", "development", "replace-me", "your-secret-key"}
+
+
+class ConfigError(Exception):
+    """One unusable setting; the message is one line that names the variable."""
+
+
+def settings_from_env(environ: dict[str, str] | None = None, dotenv_path: str | None = ".env") -> dict[str, Any]:
+    """Read every setting of the configuration contract from the environment and .env."""
+    if environ is None:
+        if dotenv_path:
+            load_dotenv(dotenv_path, override=False)
+        environ = dict(os.environ)
+    env = {k: v for k, v in environ.items() if v != ""}
+    settings: dict[str, Any] = {}
+    for name in ("MEDIAFLOW_CLIENT_ID", "MEDIAFLOW_CLIENT_SECRET", "SECRET_KEY", "REDIS_URL",
+                 "MEDIAFLOW_REDIRECT_URI", "MEDIAFLOW_SCOPE", "SESSION_BACKEND", "LOG_FORMAT",
+                 "MEDIAFLOW_AUTHORIZE_URL", "MEDIAFLOW_TOKEN_URL", "MEDIAFLOW_API_BASE",
+                 "MEDIAFLOW_EMULATOR_URL"):
+        if name in env:
+            settings[name] = env[name]
+    for name in ("MEDIAFLOW_REFRESH_LEEWAY", "SESSION_IDLE_TIMEOUT", "SESSION_MAX_LIFETIME", "TRUSTED_PROXY_COUNT"):
+        if name in env:
+            settings[name] = _integer(name, env[name])
+    for name in ("MEDIAFLOW_CONNECT_TIMEOUT", "MEDIAFLOW_READ_TIMEOUT"):
+        if name in env:
+            settings[name] = _seconds(name, env[name])
+    for name in ("MEDIAFLOW_PKCE", "SESSION_COOKIE_SECURE"):
+        if name in env:
+            settings[name] = _boolean(name, env[name])
+    return settings
+
+
+def configure(config: dict[str, Any], instance_path: str) -> None:
+    """Fill in demo mode, then check every setting; raise ConfigError on the first bad one."""
+    if not config.get("MEDIAFLOW_CLIENT_ID"):
+        _enter_demo_mode(config, instance_path)
+    elif not config.get("MEDIAFLOW_CLIENT_SECRET"):
+        raise ConfigError("MEDIAFLOW_CLIENT_SECRET is not set: Mediaflow requires it with MEDIAFLOW_CLIENT_ID")
+    _check_secret_key(config)
+    if config.get("SESSION_COOKIE_SECURE") is None:
+        config["SESSION_COOKIE_SECURE"] = not config["MEDIAFLOW_DEMO"]
+    for name in ("MEDIAFLOW_AUTHORIZE_URL", "MEDIAFLOW_TOKEN_URL", "MEDIAFLOW_API_BASE"):
+        _check_url(name, config[name])
+    if config.get("MEDIAFLOW_REDIRECT_URI"):
+        _check_url("MEDIAFLOW_REDIRECT_URI", config["MEDIAFLOW_REDIRECT_URI"])
+        if not config["MEDIAFLOW_DEMO"] and not config.get("TESTING"):
+            _check_redirect_uri_is_https(config["MEDIAFLOW_REDIRECT_URI"])
+    backend = config["SESSION_BACKEND"]
+    if backend not in ("filesystem", "redis"):
+        raise ConfigError(f"SESSION_BACKEND={backend!r} is not supported: use 'filesystem' or 'redis'")
+    if backend == "redis":
+        if not config.get("REDIS_URL"):
+            raise ConfigError("REDIS_URL is not set: SESSION_BACKEND=redis needs it, e.g. redis://localhost:6379/0")
+        _check_url("REDIS_URL", config["REDIS_URL"], schemes=("redis", "rediss", "unix"))
+    if config["LOG_FORMAT"] not in ("text", "json"):
+        raise ConfigError(f"LOG_FORMAT={config['LOG_FORMAT']!r} is not supported: use 'text' or 'json'")
+    for name in ("MEDIAFLOW_REFRESH_LEEWAY", "TRUSTED_PROXY_COUNT"):
+        if config[name] < 0:
+            raise ConfigError(f"{name} must be zero or more")
+    for name in ("SESSION_IDLE_TIMEOUT", "SESSION_MAX_LIFETIME"):
+        if config[name] <= 0:
+            raise ConfigError(f"{name} must be a positive number of seconds")
+
+
+def _enter_demo_mode(config: dict[str, Any], instance_path: str) -> None:
+    """No client id: talk to the local emulator with its demo client."""
+    emulator = config["MEDIAFLOW_EMULATOR_URL"].rstrip("/")
+    _check_url("MEDIAFLOW_EMULATOR_URL", emulator)
+    config["MEDIAFLOW_DEMO"] = True
+    config["MEDIAFLOW_CLIENT_ID"] = DEMO_CLIENT_ID
+    config["MEDIAFLOW_CLIENT_SECRET"] = DEMO_CLIENT_SECRET
+    for name, path in (("MEDIAFLOW_AUTHORIZE_URL", "/authorize"), ("MEDIAFLOW_TOKEN_URL", "/1/oauth2/token"),
+                       ("MEDIAFLOW_API_BASE", "/1")):
+        if config[name] == DEFAULTS[name]:
+            config[name] = emulator + path
+    if not config.get("SECRET_KEY"):
+        config["SECRET_KEY"] = _demo_secret_key(instance_path)
+
+
+def _demo_secret_key(instance_path: str) -> str:
+    # One key shared by every worker of this checkout, so sessions and CSRF tokens work across them.
+    path = Path(instance_path) / "demo-secret-key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def _check_secret_key(config: dict[str, Any]) -> None:
+    key = config.get("SECRET_KEY")
+    if not key:
+        raise ConfigError("SECRET_KEY is not set: generate one with  python -c 'import secrets; print(secrets.token_urlsafe(48))'")
+    if str(key).strip().lower() in PLACEHOLDER_KEYS or len(str(key).encode()) < 32:
+        raise ConfigError("SECRET_KEY is too short or a placeholder: use at least 32 random bytes")
+
+
+def _check_url(name: str, value: str, schemes: tuple[str, ...] = ("http", "https")) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or (parts.scheme != "unix" and not parts.hostname):
+        raise ConfigError(f"{name}={value!r} is not a valid URL: expected {' or '.join(schemes)}://host/…")
+
+
+def _check_redirect_uri_is_https(value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme == "https" or _is_loopback(parts.hostname or ""):
+        return
+    raise ConfigError(f"MEDIAFLOW_REDIRECT_URI={value!r} uses plain http: register an https:// callback with Mediaflow")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _integer(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+
+
+def _seconds(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+    if not 0 < value <= 120:
+        raise ConfigError(f"{name}={raw!r} must be more than 0 and at most 120 seconds")
+    return value
+
+
+def _boolean(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not true or false")

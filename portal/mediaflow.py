@@ -1,0 +1,168 @@
+"""Every call to Mediaflow: the token endpoint's three grants and the REST API, with timeouts."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from authlib.integrations.base_client import MismatchingStateError, OAuthError
+from authlib.integrations.flask_client import OAuth
+from flask import Flask, current_app
+
+log = logging.getLogger(__name__)
+
+# Error codes after which the grant can never work again (RFC 6749 §5.2).
+FINAL_ERRORS = {"invalid_grant", "invalid_client"}
+
+
+class MediaflowError(Exception):
+    """Base for every failure talking to Mediaflow; messages never hold a token or secret."""
+
+
+class MediaflowUnavailable(MediaflowError):
+    """Mediaflow did not answer in time, or answered with a server error or garbage."""
+
+    def __init__(self, message: str, status: int = 503) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class MediaflowRefused(MediaflowError):
+    """Mediaflow answered with an OAuth error (RFC 6749 §5.2) or an API error body."""
+
+    error: str
+    description: str = ""
+    status: int = 400
+
+    def __str__(self) -> str:
+        return f"Mediaflow refused the request: {self.error}"
+
+    @property
+    def is_final(self) -> bool:
+        return self.error in FINAL_ERRORS
+
+
+class StateMismatch(MediaflowError):
+    """The callback's state is missing, unknown, expired or already used."""
+
+
+def init_app(app: Flask) -> None:
+    """Register Mediaflow with Authlib's Flask client for this app."""
+    oauth = OAuth(app)
+    client_kwargs: dict[str, Any] = {
+        "token_endpoint_auth_method": "client_secret_post",
+        "default_timeout": (app.config["MEDIAFLOW_CONNECT_TIMEOUT"], app.config["MEDIAFLOW_READ_TIMEOUT"]),
+    }
+    if app.config.get("MEDIAFLOW_SCOPE"):
+        client_kwargs["scope"] = app.config["MEDIAFLOW_SCOPE"]
+    if app.config["MEDIAFLOW_PKCE"]:
+        client_kwargs["code_challenge_method"] = "S256"
+    oauth.register(
+        "mediaflow",
+        client_id=app.config["MEDIAFLOW_CLIENT_ID"],
+        client_secret=app.config["MEDIAFLOW_CLIENT_SECRET"],
+        authorize_url=app.config["MEDIAFLOW_AUTHORIZE_URL"],
+        access_token_url=app.config["MEDIAFLOW_TOKEN_URL"],
+        # Authlib joins relative paths with urljoin, which drops a last segment without "/".
+        api_base_url=app.config["MEDIAFLOW_API_BASE"].rstrip("/") + "/",
+        client_kwargs=client_kwargs,
+    )
+
+
+def client() -> Any:
+    return current_app.extensions["authlib.integrations.flask_client"].mediaflow
+
+
+def authorize_redirect(redirect_uri: str) -> Any:
+    """Redirect the browser to Mediaflow's login page with a fresh state."""
+    return client().authorize_redirect(redirect_uri)
+
+
+def exchange_code() -> dict[str, Any]:
+    """Check the callback's state and trade its code for tokens (grant_type=authorization_code)."""
+    return _token_call(client().authorize_access_token)
+
+
+def refresh(refresh_token: str) -> dict[str, Any]:
+    """Trade a refresh token for a new token set (grant_type=refresh_token)."""
+    return _token_call(client().fetch_access_token, grant_type="refresh_token", refresh_token=refresh_token)
+
+
+def password_grant(username: str, password: str, state: str | None = None) -> dict[str, Any]:
+    """Trade a user's credentials for tokens (grant_type=password); for trusted scripts only."""
+    extra = {"body": f"state={requests.utils.quote(state, safe='')}"} if state else {}
+    token = _token_call(client().fetch_access_token, grant_type="password", username=username,
+                        password=password, **extra)
+    if state and token.get("state") != state:
+        raise MediaflowUnavailable("Mediaflow's answer did not echo the state that was sent", status=502)
+    return token
+
+
+def fetch_me(access_token: str) -> dict[str, Any]:
+    """Return the logged-in user from GET /me (Mediaflow answers with a one-element array)."""
+    try:
+        response = client().get("me", token={"access_token": access_token, "token_type": "Bearer"})
+    except requests.Timeout:
+        raise MediaflowUnavailable("Mediaflow's API did not answer in time") from None
+    except requests.RequestException:
+        raise MediaflowUnavailable("Mediaflow's API cannot be reached") from None
+    try:
+        body = response.json()
+    except ValueError:
+        raise MediaflowUnavailable(f"Mediaflow's API answered HTTP {response.status_code} without JSON", 502) from None
+    if response.status_code != 200:
+        message = body.get("error") if isinstance(body, dict) else None
+        raise MediaflowRefused(str(message or "error"), status=response.status_code)
+    if not isinstance(body, list) or not body or not isinstance(body[0], dict):
+        raise MediaflowUnavailable("Mediaflow's API answered /me with an unexpected shape", 502)
+    return body[0]
+
+
+def display_name(user: dict[str, Any]) -> str:
+    for field in ("name", "username", "email"):
+        value = user.get(field)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return "Mediaflow user"
+
+
+def _token_call(call: Any, **kwargs: Any) -> dict[str, Any]:
+    """Run one token request and turn every failure into a MediaflowError without secrets."""
+    try:
+        token = call(**kwargs)
+    except MismatchingStateError:
+        raise StateMismatch("The login state is missing, expired or already used") from None
+    except OAuthError as error:
+        raise MediaflowRefused(str(error.error or "error"), str(error.description or "")) from None
+    except requests.Timeout:
+        raise MediaflowUnavailable("Mediaflow's token endpoint did not answer in time") from None
+    except requests.HTTPError as error:
+        status = error.response.status_code if error.response is not None else 0
+        raise MediaflowUnavailable(f"Mediaflow's token endpoint answered HTTP {status}", 502) from None
+    except requests.RequestException:
+        raise MediaflowUnavailable("Mediaflow's token endpoint cannot be reached") from None
+    except ValueError:
+        raise MediaflowUnavailable("Mediaflow's token endpoint answered without JSON", 502) from None
+    return checked_token(dict(token))
+
+
+def checked_token(token: dict[str, Any]) -> dict[str, Any]:
+    """Accept only the documented response shape; anything else is garbage (502)."""
+    access = token.get("access_token")
+    if not isinstance(access, str) or not access:
+        raise MediaflowUnavailable("Mediaflow's token response has no access_token", 502)
+    if str(token.get("token_type", "Bearer")).lower() != "bearer":
+        raise MediaflowUnavailable("Mediaflow's token response is not a Bearer token", 502)
+    try:
+        expires_in = int(token.get("expires_in", 3600))
+    except (TypeError, ValueError):
+        raise MediaflowUnavailable("Mediaflow's token response has an unusable expires_in", 502) from None
+    if expires_in <= 0:
+        raise MediaflowUnavailable("Mediaflow's token response has an unusable expires_in", 502)
+    token["expires_in"] = expires_in
+    refresh_token = token.get("refresh_token")
+    token["refresh_token"] = refresh_token if isinstance(refresh_token, str) and refresh_token else None
+    return token

@@ -1,0 +1,56 @@
+"""The portal's pages: the landing page, the home page with profile and token status, the account page."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, g, jsonify, render_template
+
+from . import mediaflow
+from .auth import login_required
+
+bp = Blueprint("pages", __name__)
+
+
+@bp.get("/")
+def index() -> Any:
+    """Show the landing page, or the user's profile and token status."""
+    if g.user is None:
+        return render_template("pages/landing.html")
+    profile, problem = _profile()
+    return render_template("pages/home.html", profile=profile, problem=problem, status=token_status())
+
+
+@bp.get("/account")
+@login_required
+def account() -> Any:
+    """Show the Mediaflow account details from /me."""
+    profile, problem = _profile()
+    return render_template("pages/account.html", profile=profile, problem=problem)
+
+
+@bp.get("/session")
+@login_required
+def session_status() -> Any:
+    """Return the token status as JSON, without the token values and without calling Mediaflow."""
+    return jsonify(user=g.user, tokens=token_status())
+
+
+def token_status() -> dict[str, Any]:
+    tokens = g.tokens
+    return {
+        "expires_in": max(0, int(tokens.expires_in())),
+        "refresh_token_held": bool(tokens.refresh_token),
+        "last_refreshed": tokens.refreshed_at,
+        "last_refreshed_ago": None if tokens.refreshed_at is None else int(time.time() - tokens.refreshed_at),
+    }
+
+
+def _profile() -> tuple[dict[str, Any] | None, str | None]:
+    """The user from Mediaflow, or a message; an API failure never logs anyone out."""
+    try:
+        me = mediaflow.fetch_me(g.tokens.access_token)
+    except mediaflow.MediaflowError:
+        return None, "Mediaflow did not answer just now, so your profile cannot be shown. You are still logged in."
+    return {"name": mediaflow.display_name(me), **me}, None

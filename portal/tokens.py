@@ -1,0 +1,244 @@
+"""The token set: expiry, refresh, and the single-flight lock around it.
+
+Tokens do not live in the Flask-Session record itself but under their own key in the same store,
+written only at login and by the refresh. Flask-Session writes a whole session back at the end of
+every request without a lock, so a slow request could otherwise put an old token set back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import filelock
+import redis
+
+from . import mediaflow
+
+log = logging.getLogger(__name__)
+
+# Backoff after a failed refresh while the access token is still valid: 5 s, 10 s, … at most 60 s.
+BACKOFF_START, BACKOFF_MAX = 5.0, 60.0
+
+
+class SessionEnded(Exception):
+    """The Mediaflow session cannot go on; the user must log in again."""
+
+
+class StoreUnavailable(Exception):
+    """The session store (Redis) did not answer."""
+
+
+class LockTimeout(StoreUnavailable):
+    """Another request held the refresh lock for too long."""
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    access_token: str
+    refresh_token: str | None
+    expires_at: float
+    lifetime: int
+    obtained_at: float
+    refreshed_at: float | None = None
+    retry_at: float = 0.0
+    failures: int = 0
+
+    @classmethod
+    def from_response(cls, token: dict[str, Any], now: float | None = None) -> TokenSet:
+        now = time.time() if now is None else now
+        return cls(token["access_token"], token.get("refresh_token"), now + token["expires_in"],
+                   token["expires_in"], obtained_at=now)
+
+    def refreshed(self, token: dict[str, Any], now: float | None = None) -> TokenSet:
+        """The token set after a refresh; Mediaflow may omit the refresh token, so keep ours."""
+        now = time.time() if now is None else now
+        return TokenSet(token["access_token"], token.get("refresh_token") or self.refresh_token,
+                        now + token["expires_in"], token["expires_in"], self.obtained_at, refreshed_at=now)
+
+    def expires_in(self, now: float | None = None) -> float:
+        return self.expires_at - (time.time() if now is None else now)
+
+    def is_expired(self, now: float | None = None) -> bool:
+        return self.expires_in(now) <= 0
+
+    def is_due(self, leeway: float, now: float | None = None) -> bool:
+        # Never more than half the lifetime, or short-lived tokens refresh on every request.
+        return self.expires_in(now) < min(leeway, self.lifetime / 2)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> TokenSet:
+        return cls(**json.loads(raw))
+
+
+class TokenStore(Protocol):
+    def get(self, key: str) -> TokenSet | None: ...
+    def put(self, key: str, tokens: TokenSet, ttl: int) -> None: ...
+    def delete(self, key: str) -> None: ...
+    def lock(self, key: str, timeout: float) -> Any: ...
+    def ping(self) -> None: ...
+
+
+class FileTokenStore:
+    """One JSON file per token set under the instance folder, locked with an OS file lock."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def _path(self, key: str) -> Path:
+        return self.directory / f"{key}.json"
+
+    def get(self, key: str) -> TokenSet | None:
+        try:
+            raw = self._path(key).read_text()
+        except FileNotFoundError:
+            return None
+        return TokenSet.from_json(raw)
+
+    def put(self, key: str, tokens: TokenSet, ttl: int) -> None:
+        # Write then rename, so a reader never sees half a file.
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(tokens.to_json())
+        os.replace(tmp, self._path(key))
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+        (self.directory / f"{key}.lock").unlink(missing_ok=True)
+
+    @contextmanager
+    def lock(self, key: str, timeout: float) -> Iterator[None]:
+        try:
+            with filelock.FileLock(self.directory / f"{key}.lock", timeout=timeout):
+                yield
+        except filelock.Timeout:
+            raise LockTimeout("the token refresh lock was held too long") from None
+
+    def ping(self) -> None:
+        if not os.access(self.directory, os.W_OK):
+            raise StoreUnavailable(f"the session folder {self.directory} is not writable")
+
+
+class RedisTokenStore:
+    """Token sets as Redis strings with a TTL, locked with redis-py's Lock."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "mediaflow:") -> None:
+        self.client = client
+        self.prefix = prefix
+
+    def get(self, key: str) -> TokenSet | None:
+        raw = self._call(self.client.get, f"{self.prefix}tokens:{key}")
+        return TokenSet.from_json(raw) if raw else None
+
+    def put(self, key: str, tokens: TokenSet, ttl: int) -> None:
+        self._call(self.client.set, f"{self.prefix}tokens:{key}", tokens.to_json(), ex=ttl)
+
+    def delete(self, key: str) -> None:
+        self._call(self.client.delete, f"{self.prefix}tokens:{key}")
+
+    @contextmanager
+    def lock(self, key: str, timeout: float) -> Iterator[None]:
+        # The lock expires on its own if its holder dies mid-refresh.
+        lock = self.client.lock(f"{self.prefix}lock:{key}", timeout=timeout + 5, blocking_timeout=timeout)
+        if not self._call(lock.acquire):
+            raise LockTimeout("the token refresh lock was held too long")
+        try:
+            yield
+        finally:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:
+                log.warning("The refresh lock expired before its holder released it")
+            except redis.exceptions.RedisError:
+                pass
+
+    def ping(self) -> None:
+        self._call(self.client.ping)
+
+    @staticmethod
+    def _call(function: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except redis.exceptions.ConnectionError:
+            raise StoreUnavailable("the session store (Redis) cannot be reached") from None
+        except redis.exceptions.TimeoutError:
+            raise StoreUnavailable("the session store (Redis) did not answer in time") from None
+
+
+def new_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class RefreshPolicy:
+    leeway: float
+    lock_timeout: float
+    ttl: int
+
+
+def refresh_if_due(store: TokenStore, key: str, policy: RefreshPolicy) -> TokenSet:
+    """Return a usable token set, refreshing it first when due; at most one refresh per session at a time."""
+    tokens = store.get(key)
+    if tokens is None:
+        raise SessionEnded("no token set is stored for this session")
+    if not tokens.is_due(policy.leeway):
+        return tokens
+    with store.lock(key, policy.lock_timeout):
+        # Whoever held the lock before us may have refreshed already.
+        tokens = store.get(key)
+        if tokens is None:
+            raise SessionEnded("the token set was removed while waiting")
+        now = time.time()
+        if not tokens.is_due(policy.leeway, now):
+            return tokens
+        if not tokens.refresh_token:
+            if tokens.is_expired(now):
+                raise SessionEnded("the access token expired and Mediaflow gave no refresh token")
+            return tokens
+        if tokens.retry_at > now and not tokens.is_expired(now):
+            return tokens
+        return _refresh(store, key, tokens, policy, now)
+
+
+def _refresh(store: TokenStore, key: str, tokens: TokenSet, policy: RefreshPolicy, now: float) -> TokenSet:
+    assert tokens.refresh_token
+    try:
+        response = mediaflow.refresh(tokens.refresh_token)
+    except mediaflow.MediaflowRefused as error:
+        if error.is_final:
+            store.delete(key)
+            log.info("Token refresh refused by Mediaflow (%s): the Mediaflow session ends", error.error)
+            raise SessionEnded(f"Mediaflow refused the refresh: {error.error}") from None
+        return _after_failure(store, key, tokens, policy, now, str(error))
+    except mediaflow.MediaflowUnavailable as error:
+        return _after_failure(store, key, tokens, policy, now, str(error))
+    fresh = tokens.refreshed(response, now)
+    store.put(key, fresh, policy.ttl)
+    log.info("Token refreshed; the new access token expires in %d s", fresh.lifetime)
+    return fresh
+
+
+def _after_failure(store: TokenStore, key: str, tokens: TokenSet, policy: RefreshPolicy, now: float,
+                   reason: str) -> TokenSet:
+    """Keep the session; serve with the current token while it lasts, retry later with backoff."""
+    failures = tokens.failures + 1
+    delay = min(BACKOFF_START * 2 ** (failures - 1), BACKOFF_MAX)
+    store.put(key, replace(tokens, retry_at=now + delay, failures=failures), policy.ttl)
+    if tokens.is_expired(now):
+        log.warning("Token refresh failed (%s); the access token has expired, answering 503", reason)
+        raise mediaflow.MediaflowUnavailable(reason)
+    log.warning("Token refresh failed (%s); using the current token, next try in %.0f s", reason, delay)
+    return tokens
