@@ -71,7 +71,7 @@ def create_app(config: EmulatorConfig | None = None) -> Flask:
     def token() -> Response:
         """Issue tokens for the three documented grants."""
         response: Response = server.create_token_response()
-        stats.token_request(_grant_bucket(), ok=response.status_code == 200)
+        stats.token_request(_grant_bucket(), ok=response.status_code == 200, shape=_request_shape())
         return response
 
     @app.get("/1/me")
@@ -126,6 +126,18 @@ def create_app(config: EmulatorConfig | None = None) -> Flask:
 def _grant_bucket() -> str:
     grant_type = request.form.get("grant_type", "")
     return grant_type if grant_type in GRANT_TYPES else "other"
+
+
+def _request_shape() -> dict[str, Any]:
+    """What a token request carried, by field name only: tests check the body without seeing secrets."""
+    scheme = request.headers.get("Authorization", "").partition(" ")[0].lower()
+    return {
+        "grant_type": _grant_bucket(),
+        "fields": sorted(set(request.form)),
+        "client_auth": "client_secret_basic" if scheme == "basic" else
+        "client_secret_post" if "client_secret" in request.form else "none",
+        "redirect_uri": request.form.get("redirect_uri"),
+    }
 
 
 def _api_error(status: int, message: str) -> tuple[Response, int]:

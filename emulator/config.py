@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "password")
 DEMO_CLIENT_ID = "mediaflow-portal-demo"
-DEMO_CLIENT_SECRET = "demo-client-secret-not-for-production"
+DEMO_CLIENT_SECRET = "demo-client-secret-not-for-production"  # noqa: S105 - public by design: demo only
 
 
 class ConfigError(Exception):
@@ -92,11 +92,11 @@ def parse_config(raw: Any, source: str = "config") -> EmulatorConfig:
     clients = defaults.clients
     users = defaults.users
     if "clients" in top:
-        items = reader.list(top["clients"], "clients")
+        items = reader.array(top["clients"], "clients")
         clients = tuple(_client(reader, item, f"clients[{i}]") for i, item in enumerate(items))
         reader.unique([c.id for c in clients], "clients", "id")
     if "users" in top:
-        items = reader.list(top["users"], "users")
+        items = reader.array(top["users"], "users")
         users = tuple(_user(reader, item, f"users[{i}]", i + 1) for i, item in enumerate(items))
         reader.unique([u.username for u in users], "users", "username")
     code_lifetime = reader.positive_int(top.get("code_lifetime", 60), "code_lifetime")
@@ -109,11 +109,11 @@ def _client(reader: _Reader, raw: Any, where: str) -> Client:
         "expires_in", "rotate_refresh_tokens", "empty_refresh_token_on_refresh",
     }
     item = reader.mapping(raw, where, fields, required={"id", "secret", "redirect_uris"})
-    grants = tuple(reader.strings(item.get("grants", list(GRANT_TYPES)), f"{where}.grants"))
+    grants: tuple[str, ...] = tuple(reader.strings(item.get("grants", list(GRANT_TYPES)), f"{where}.grants"))
     for grant in grants:
         if grant not in GRANT_TYPES:
             reader.fail(f"{where}.grants", f"unknown grant {grant!r}; use {', '.join(GRANT_TYPES)}")
-    uris = tuple(reader.strings(item["redirect_uris"], f"{where}.redirect_uris"))
+    uris: tuple[str, ...] = tuple(reader.strings(item["redirect_uris"], f"{where}.redirect_uris"))
     if not uris:
         reader.fail(f"{where}.redirect_uris", "must list at least one URI")
     return Client(
@@ -123,7 +123,9 @@ def _client(reader: _Reader, raw: Any, where: str) -> Client:
         grants=grants,
         issue_refresh_token=reader.boolean(item.get("issue_refresh_token", True), f"{where}.issue_refresh_token"),
         expires_in=reader.positive_int(item.get("expires_in", 3600), f"{where}.expires_in"),
-        rotate_refresh_tokens=reader.boolean(item.get("rotate_refresh_tokens", False), f"{where}.rotate_refresh_tokens"),
+        rotate_refresh_tokens=reader.boolean(
+            item.get("rotate_refresh_tokens", False), f"{where}.rotate_refresh_tokens"
+        ),
         empty_refresh_token_on_refresh=reader.boolean(
             item.get("empty_refresh_token_on_refresh", False), f"{where}.empty_refresh_token_on_refresh"
         ),
@@ -151,7 +153,9 @@ class _Reader:
     def fail(self, where: str, problem: str) -> NoReturn:
         raise ConfigError(f"{self.source}: {where or 'top level'}: {problem}")
 
-    def mapping(self, raw: Any, where: str, allowed: set[str], required: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+    def mapping(
+        self, raw: Any, where: str, allowed: set[str], required: frozenset[str] | set[str] = frozenset()
+    ) -> dict[str, Any]:
         if not isinstance(raw, dict):
             self.fail(where, "must be a JSON object")
         for key in sorted(set(raw) - allowed):
@@ -160,7 +164,7 @@ class _Reader:
             self.fail(f"{where}.{key}".lstrip("."), "is required")
         return raw
 
-    def list(self, raw: Any, where: str) -> list[Any]:
+    def array(self, raw: Any, where: str) -> list[Any]:
         if not isinstance(raw, list):
             self.fail(where, "must be a JSON array")
         return raw
@@ -171,7 +175,7 @@ class _Reader:
         return raw
 
     def strings(self, raw: Any, where: str) -> list[str]:
-        return [self.text(item, f"{where}[{i}]") for i, item in enumerate(self.list(raw, where))]
+        return [self.text(item, f"{where}[{i}]") for i, item in enumerate(self.array(raw, where))]
 
     def boolean(self, raw: Any, where: str) -> bool:
         if not isinstance(raw, bool):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -93,10 +93,13 @@ class Stats:
         self._lock = threading.Lock()
         self._tokens: Counter[tuple[str, str]] = Counter()
         self._api: Counter[str] = Counter()
+        self._recent: deque[dict[str, Any]] = deque(maxlen=50)
 
-    def token_request(self, grant_type: str, ok: bool) -> None:
+    def token_request(self, grant_type: str, ok: bool, shape: dict[str, Any] | None = None) -> None:
         with self._lock:
             self._tokens[(grant_type, "ok" if ok else "failed")] += 1
+            if shape is not None:
+                self._recent.append(shape | {"ok": ok})
 
     def api_call(self, path: str) -> None:
         with self._lock:
@@ -106,10 +109,11 @@ class Stats:
         with self._lock:
             self._tokens.clear()
             self._api.clear()
+            self._recent.clear()
 
     def as_json(self) -> dict[str, Any]:
         with self._lock:
             tokens: dict[str, dict[str, int]] = {}
             for (grant, outcome), n in self._tokens.items():
                 tokens.setdefault(grant, {"ok": 0, "failed": 0})[outcome] = n
-            return {"token": tokens, "api": dict(self._api)}
+            return {"token": tokens, "api": dict(self._api), "recent_token_requests": list(self._recent)}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hmac
 import time
-from typing import Any
+from typing import Any, ClassVar
+from urllib.parse import unquote
 
 from authlib.common.security import generate_token
 from authlib.integrations.flask_oauth2 import AuthorizationServer
@@ -60,6 +62,22 @@ def _same(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode())
 
 
+def _authenticate_basic(query_client: Any, request: OAuth2Request) -> OAuthClient | None:
+    """client_secret_basic (RFC 6749 §2.3.1), tolerant of malformed headers."""
+    scheme, _, value = (request.headers.get("Authorization") or "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    client_id, _, secret = decoded.partition(":")
+    client: OAuthClient | None = query_client(unquote(client_id))
+    if client is not None and client.check_client_secret(unquote(secret)):
+        return client
+    return None
+
+
 class EchoState:
     """Mediaflow echoes `state` in the token response when the request had one."""
 
@@ -74,7 +92,7 @@ class EchoState:
 
 
 class AuthorizationCodeGrant(EchoState, grants.AuthorizationCodeGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_post", "client_secret_basic"]
+    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = ["client_secret_post", "client_secret_basic"]
     server: MediaflowServer
 
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
@@ -106,7 +124,7 @@ class AuthorizationCodeGrant(EchoState, grants.AuthorizationCodeGrant):
 
 
 class RefreshTokenGrant(EchoState, grants.RefreshTokenGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_post", "client_secret_basic"]
+    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = ["client_secret_post", "client_secret_basic"]
     server: MediaflowServer
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
@@ -135,7 +153,7 @@ class RefreshTokenGrant(EchoState, grants.RefreshTokenGrant):
 
 
 class PasswordGrant(EchoState, grants.ResourceOwnerPasswordCredentialsGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_post", "client_secret_basic"]
+    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = ["client_secret_post", "client_secret_basic"]
     server: MediaflowServer
 
     def authenticate_user(self, username: str, password: str) -> User | None:
@@ -161,6 +179,8 @@ class MediaflowServer(AuthorizationServer):
         self.register_grant(AuthorizationCodeGrant, [CodeChallenge(required=False)])
         self.register_grant(RefreshTokenGrant)
         self.register_grant(PasswordGrant)
+        # Authlib's and Werkzeug's Basic parsers raise on headers such as "Basic " or non-ASCII (a 500).
+        self.register_client_auth_method("client_secret_basic", _authenticate_basic)
 
     def query_client(self, client_id: str) -> OAuthClient | None:
         return self._clients.get(client_id)
@@ -193,9 +213,10 @@ class MediaflowServer(AuthorizationServer):
             lambda **_: generate_token(48),
             lambda c, g: c.client.expires_in,
         )
-        return generator(
+        token: dict[str, Any] = generator(
             grant_type, client, user, scope, expires_in, include_refresh_token and client.client.issue_refresh_token
         )
+        return token
 
     def handle_error_response(self, request: OAuth2Request, error: OAuth2Error) -> Any:
         # The issue and RFC 6749 §5.2 allow 401 for every failed client authentication.

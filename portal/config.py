@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "MEDIAFLOW_DEMO": False,
     "SESSION_BACKEND": "filesystem",
     "REDIS_URL": None,
+    "SESSION_FILE_DIR": None,
     # None means: Secure, except in demo mode, which serves plain http on loopback.
     "SESSION_COOKIE_SECURE": None,
     "SESSION_IDLE_TIMEOUT": 30 * 60,
@@ -53,7 +54,7 @@ def settings_from_env(environ: dict[str, str] | None = None, dotenv_path: str | 
     for name in ("MEDIAFLOW_CLIENT_ID", "MEDIAFLOW_CLIENT_SECRET", "SECRET_KEY", "REDIS_URL",
                  "MEDIAFLOW_REDIRECT_URI", "MEDIAFLOW_SCOPE", "SESSION_BACKEND", "LOG_FORMAT",
                  "MEDIAFLOW_AUTHORIZE_URL", "MEDIAFLOW_TOKEN_URL", "MEDIAFLOW_API_BASE",
-                 "MEDIAFLOW_EMULATOR_URL"):
+                 "MEDIAFLOW_EMULATOR_URL", "SESSION_FILE_DIR"):
         if name in env:
             settings[name] = env[name]
     for name in ("MEDIAFLOW_REFRESH_LEEWAY", "SESSION_IDLE_TIMEOUT", "SESSION_MAX_LIFETIME", "TRUSTED_PROXY_COUNT"):
@@ -81,7 +82,7 @@ def configure(config: dict[str, Any], instance_path: str) -> None:
         _check_url(name, config[name])
     if config.get("MEDIAFLOW_REDIRECT_URI"):
         _check_url("MEDIAFLOW_REDIRECT_URI", config["MEDIAFLOW_REDIRECT_URI"])
-        if not config["MEDIAFLOW_DEMO"] and not config.get("TESTING"):
+        if not config["MEDIAFLOW_DEMO"]:
             _check_redirect_uri_is_https(config["MEDIAFLOW_REDIRECT_URI"])
     backend = config["SESSION_BACKEND"]
     if backend not in ("filesystem", "redis"):
@@ -129,7 +130,9 @@ def _demo_secret_key(instance_path: str) -> str:
 def _check_secret_key(config: dict[str, Any]) -> None:
     key = config.get("SECRET_KEY")
     if not key:
-        raise ConfigError("SECRET_KEY is not set: generate one with  python -c 'import secrets; print(secrets.token_urlsafe(48))'")
+        raise ConfigError(
+            "SECRET_KEY is not set: generate one with  python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+        )
     if str(key).strip().lower() in PLACEHOLDER_KEYS or len(str(key).encode()) < 32:
         raise ConfigError("SECRET_KEY is too short or a placeholder: use at least 32 random bytes")
 

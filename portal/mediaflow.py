@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
 from authlib.integrations.base_client import MismatchingStateError, OAuthError
@@ -93,7 +94,8 @@ def refresh(refresh_token: str) -> dict[str, Any]:
 
 def password_grant(username: str, password: str, state: str | None = None) -> dict[str, Any]:
     """Trade a user's credentials for tokens (grant_type=password); for trusted scripts only."""
-    extra = {"body": f"state={requests.utils.quote(state, safe='')}"} if state else {}
+    # Authlib's fetch_token keeps `state` for itself, so it travels in the body as Mediaflow expects.
+    extra = {"body": urlencode({"state": state})} if state else {}
     token = _token_call(client().fetch_access_token, grant_type="password", username=username,
                         password=password, **extra)
     if state and token.get("state") != state:

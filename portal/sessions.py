@@ -38,11 +38,12 @@ def init_app(app: Flask) -> None:
         config.update(SESSION_TYPE="redis", SESSION_REDIS=client)
         store = RedisTokenStore(client)
     else:
-        folder = Path(app.instance_path) / "sessions"
+        base = Path(config.get("SESSION_FILE_DIR") or app.instance_path)
+        folder = base / "sessions"
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         # threshold=0: never evict live sessions to make room.
         config.update(SESSION_TYPE="cachelib", SESSION_CACHELIB=FileSystemCache(str(folder), threshold=0, mode=0o600))
-        store = FileTokenStore(Path(app.instance_path) / "tokens")
+        store = FileTokenStore(base / "tokens")
     Session(app)
     app.extensions["mediaflow_tokens"] = store
 

@@ -1,0 +1,33 @@
+# The two commands: `make run` and `make test`. Everything else is set up on demand.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test lint bench screenshots clean
+
+run: $(STAMP) ## Serve the portal on http://127.0.0.1:5000 (with the emulator when no client id is set)
+	$(BIN)/python scripts/run.py
+
+test: $(STAMP) lint ## Lint, type-check and run the whole test suite
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
+
+bench: $(STAMP) ## Measure the portal's overhead (see docs/BENCHMARKS.md)
+	$(BIN)/python bench/run.py
+
+screenshots: $(STAMP) ## Retake the README's screenshots in Chromium
+	$(BIN)/python scripts/screenshots.py
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

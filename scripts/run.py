@@ -1,0 +1,56 @@
+"""`make run`: serve the portal on 127.0.0.1:5000, with the emulator when no client id is set."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until_up(url: str, process: subprocess.Popen[bytes], seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"The emulator stopped at start (exit code {process.returncode}); see the lines above.")
+        try:
+            urllib.request.urlopen(url, timeout=1).close()  # noqa: S310 - loopback URL built here
+            return
+        except OSError:
+            time.sleep(0.2)
+    sys.exit(f"The emulator did not answer at {url} within {seconds:.0f} s.")
+
+
+def main() -> int:
+    load_dotenv(ROOT / ".env")
+    python = sys.executable
+    emulator = None
+    if not os.environ.get("MEDIAFLOW_CLIENT_ID"):
+        url = os.environ.get("MEDIAFLOW_EMULATOR_URL", "http://127.0.0.1:5001").rstrip("/")
+        port = url.rsplit(":", 1)[-1]
+        print(f"Demo mode: no MEDIAFLOW_CLIENT_ID is set, so the local Mediaflow emulator runs on {url}.")
+        print("Sign in there as demo / demo. Set MEDIAFLOW_CLIENT_ID in .env to use the real Mediaflow.")
+        emulator = subprocess.Popen([python, "-m", "emulator", "--port", port], cwd=ROOT)
+        wait_until_up(f"{url}/_emulator/stats", emulator)
+    print("Mediaflow Portal on http://127.0.0.1:5000 — press Ctrl-C to stop.", flush=True)
+    portal = subprocess.Popen([python, "-m", "flask", "--app", "app", "run", "--host", "127.0.0.1", "--port", "5000"],
+                              cwd=ROOT)
+    try:
+        return portal.wait()
+    except KeyboardInterrupt:
+        # Ctrl-C reaches both children through the terminal's process group; wait for them.
+        return portal.wait()
+    finally:
+        if emulator is not None:
+            emulator.terminate()
+            emulator.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Fixtures: a running emulator, a real redis-server, and portal apps built with create_app()."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from flask import Flask
+
+from app import create_app
+from tests.support import (
+    Emulator,
+    client_settings,
+    free_port,
+    require_binary,
+    start_emulator,
+    stop,
+    wait_for_port,
+)
+
+# Ports reserved for portals served by gunicorn in tests, so their callbacks can be registered.
+PORTAL_PORTS = [free_port() for _ in range(4)]
+TEST_CALLBACKS = ["http://localhost/callback"] + [f"http://127.0.0.1:{p}/callback" for p in PORTAL_PORTS]
+
+CLIENTS = [
+    client_settings("portal-test", redirect_uris=TEST_CALLBACKS),
+    # Short-lived tokens, so tests can wait for expiry: refresh works, the refresh token is omitted.
+    client_settings("short", redirect_uris=TEST_CALLBACKS, expires_in=4),
+    client_settings("rotating", redirect_uris=TEST_CALLBACKS, expires_in=4, rotate_refresh_tokens=True),
+    client_settings("no-refresh", redirect_uris=TEST_CALLBACKS, expires_in=4, issue_refresh_token=False),
+    client_settings("empty-refresh", redirect_uris=TEST_CALLBACKS, expires_in=4, empty_refresh_token_on_refresh=True),
+    client_settings("code-only", redirect_uris=TEST_CALLBACKS, grants=["authorization_code"],
+                    issue_refresh_token=False),
+]
+SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnop"
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    running = start_emulator(tmp_path_factory.mktemp("emulator"), CLIENTS)
+    yield running
+    stop(running.process)
+
+
+@pytest.fixture(autouse=True)
+def _clean_emulator(request: pytest.FixtureRequest) -> None:
+    if "emulator" in request.fixturenames:
+        request.getfixturevalue("emulator").reset()
+
+
+class RedisServer:
+    def __init__(self, port: int, process: subprocess.Popen[bytes]) -> None:
+        self.port = port
+        self.process = process
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.client = redis_lib.Redis.from_url(self.url)
+
+
+def start_redis(directory: Path, port: int | None = None) -> RedisServer:
+    binary = require_binary("redis-server", "redis-server")
+    port = port or free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(directory)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port, process)
+    return RedisServer(port, process)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    stop(server.process)
+
+
+@pytest.fixture(params=["filesystem", "redis"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Run a test once per session backend."""
+    return str(request.param)
+
+
+@pytest.fixture
+def make_app(emulator: Emulator, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[..., Flask]:
+    """Build a portal for one emulator client and one session backend."""
+
+    def build(client_id: str = "portal-test", backend: str = "filesystem", **overrides: Any) -> Flask:
+        config: dict[str, Any] = {
+            "TESTING": True,
+            "SECRET_KEY": SECRET_KEY,
+            "MEDIAFLOW_CLIENT_ID": client_id,
+            "MEDIAFLOW_CLIENT_SECRET": emulator.secret(client_id),
+            "MEDIAFLOW_AUTHORIZE_URL": f"{emulator.url}/authorize",
+            "MEDIAFLOW_TOKEN_URL": f"{emulator.url}/1/oauth2/token",
+            "MEDIAFLOW_API_BASE": f"{emulator.url}/1",
+            "SESSION_COOKIE_SECURE": False,
+            "SESSION_BACKEND": backend,
+            "SESSION_FILE_DIR": str(tmp_path / "sessions"),
+        }
+        if backend == "redis":
+            server: RedisServer = request.getfixturevalue("redis_server")
+            server.client.flushdb()
+            config["REDIS_URL"] = server.url
+        config.update(overrides)
+        return create_app(config)
+
+    return build
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask], backend: str) -> Flask:
+    return make_app(backend=backend)
+
+
+@pytest.fixture
+def client(app: Flask) -> Any:
+    return app.test_client()

@@ -1,0 +1,160 @@
+"""Helpers the fixtures share: free ports, real processes, and the login a person would do."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_binary(path_or_name: str, what: str) -> str:
+    """Return the binary's path; skip on a laptop without it, fail under CI=true."""
+    found = shutil.which(path_or_name)
+    if found:
+        return found
+    message = f"{what} is not installed ({path_or_name}); .ci/run installs it"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_http(url: str, process: subprocess.Popen[bytes] | None = None, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {process.returncode}")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {seconds} s")
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process on port {port} exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {seconds} s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def client_settings(client_id: str, **settings: Any) -> dict[str, Any]:
+    return {"id": client_id, "secret": f"secret-of-{client_id}-0123456789", **settings}
+
+
+@dataclass
+class Emulator:
+    url: str
+    process: subprocess.Popen[bytes]
+    clients: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def stats(self) -> dict[str, Any]:
+        return dict(requests.get(f"{self.url}/_emulator/stats", timeout=5).json())
+
+    def refreshes(self) -> int:
+        return int(self.stats()["token"].get("refresh_token", {}).get("ok", 0))
+
+    def fault(self, **fault: Any) -> None:
+        response = requests.post(f"{self.url}/_emulator/faults", json=fault, timeout=5)
+        assert response.status_code == 200, response.text
+
+    def reset(self) -> None:
+        requests.post(f"{self.url}/_emulator/reset", timeout=5).raise_for_status()
+
+    def secret(self, client_id: str) -> str:
+        return str(self.clients[client_id]["secret"])
+
+    def token(self, **form: str) -> requests.Response:
+        return requests.post(f"{self.url}/1/oauth2/token", data=form, timeout=10)
+
+
+def start_emulator(tmp: Path, clients: list[dict[str, Any]], **top: Any) -> Emulator:
+    config = {"clients": clients, "users": [
+        {"username": "demo", "password": "demo", "name": "Demo User", "email": "demo@example.com"},
+        {"username": "editor", "password": "editor", "name": "Erika Editor", "email": "editor@example.com"},
+    ], **top}
+    path = tmp / "emulator.json"
+    path.write_text(json.dumps(config))
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "emulator", "--port", str(port), "--config", str(path)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{url}/_emulator/stats", process)
+    return Emulator(url, process, {c["id"]: c for c in clients})
+
+
+def authorize_url(emulator: Emulator, client_id: str, redirect_uri: str, **extra: str) -> str:
+    query = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri, **extra}
+    return requests.Request("GET", f"{emulator.url}/authorize", params=query).prepare().url or ""
+
+
+def sign_in(url: str, username: str = "demo", password: str = "demo", action: str = "allow") -> requests.Response:
+    """Submit the emulator's login form as a person would, without following the redirect."""
+    return requests.post(url, data={"username": username, "password": password, "action": action},
+                         allow_redirects=False, timeout=10)
+
+
+def query_of(location: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query, keep_blank_values=True).items()}
+
+
+def csrf_token(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+def portal_login(client: Any, next_url: str | None = None, username: str = "demo") -> Any:
+    """Log in through the Flask test client; the portal and the emulator talk real HTTP."""
+    login = client.get("/login" + (f"?next={next_url}" if next_url else ""))
+    assert login.status_code in (302, 303), login.status_code
+    answer = sign_in(login.headers["Location"], username=username, password=username)
+    assert answer.status_code == 302, answer.text
+    callback = urlsplit(answer.headers["Location"])
+    return client.get(f"{callback.path}?{callback.query}")
+
+
+def env_with(**values: str) -> Mapping[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEDIAFLOW_", "SESSION_", "REDIS_"))}
+    env.update(values)
+    return env
