@@ -8,8 +8,9 @@ from typing import Any
 
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from portal import auth, errors, health, mediaflow, pages, sessions
+from portal import auth, errors, health, logs, mediaflow, pages, sessions
 from portal.config import DEFAULTS, ConfigError, configure, settings_from_env
 
 
@@ -27,7 +28,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         print(f"Mediaflow Portal cannot start: {error}", file=sys.stderr)
         raise SystemExit(2) from None
 
-    # 2. Extensions: server-side sessions, CSRF protection, Authlib's client for Mediaflow.
+    # Behind TRUSTED_PROXY_COUNT proxies, believe their X-Forwarded-* headers (the callback URL becomes https).
+    if app.config["TRUSTED_PROXY_COUNT"]:
+        hops = app.config["TRUSTED_PROXY_COUNT"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)  # type: ignore[method-assign]
+
+    # 2. Extensions: redacted logs, server-side sessions, CSRF protection, Authlib's client for Mediaflow.
+    logs.init_app(app)
     sessions.init_app(app)
     CSRFProtect(app)
     mediaflow.init_app(app)

@@ -1,0 +1,95 @@
+"""Logging: one line per event on stdout, a request id on each, JSON on demand, secrets redacted."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import sys
+import time
+
+from flask import Flask, Response, g, has_request_context, request
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+# Values after these names are secrets wherever they show up: query strings, form bodies, JSON, headers.
+SECRET_NAMES = r"(?:access_token|refresh_token|id_token|code|code_verifier|client_secret|password|state)"  # noqa: S105 - names, not values
+PATTERNS = [
+    (re.compile(rf"(?i)(\b{SECRET_NAMES}=)[^&\s\"']+"), r"\1[redacted]"),
+    (re.compile(rf"(?i)(\"{SECRET_NAMES}\"\s*:\s*\")[^\"]*"), r"\1[redacted]"),
+    (re.compile(rf"(?i)('{SECRET_NAMES}'\s*:\s*')[^']*"), r"\1[redacted]"),
+    (re.compile(r"(?i)\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 [redacted]"),
+]
+
+
+def redact(text: str, known: tuple[str, ...] = ()) -> str:
+    """Remove secret values from a log text: known ones verbatim, others by the name they follow."""
+    for value in known:
+        if value:
+            text = text.replace(value, "[redacted]")
+    for pattern, replacement in PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrite each record so no token, code, password or client secret leaves the process."""
+
+    def __init__(self, known: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.known = known
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage(), self.known)
+        record.args = None
+        if record.exc_info:
+            # Keep the exception's type, drop its text and traceback: both can carry request data.
+            record.msg += f" ({record.exc_info[0].__name__ if record.exc_info[0] else 'error'})"
+            record.exc_info = None
+            record.exc_text = None
+        record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + "Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "request_id": getattr(record, "request_id", "-"),
+            "message": record.getMessage(),
+        })
+
+
+def init_app(app: Flask) -> None:
+    """Send the portal's logs to stdout through the redacting filter; tag requests with an id."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(RedactingFilter((app.config["MEDIAFLOW_CLIENT_SECRET"], app.config["SECRET_KEY"])))
+    if app.config["LOG_FORMAT"] == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"))
+    for name in ("portal", "werkzeug", "flask_session", "authlib", app.name):
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    app.logger.handlers = [handler]
+
+    @app.before_request
+    def assign_request_id() -> None:
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if REQUEST_ID.match(incoming) else secrets.token_hex(8)
+
+    @app.after_request
+    def echo_request_id(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "-")
+        return response
+
+
+def redact_logger(logger: logging.Logger) -> None:
+    """Put the redacting filter on another logger's handlers (gunicorn's, see gunicorn.conf.py)."""
+    for handler in logger.handlers:
+        handler.addFilter(RedactingFilter())
