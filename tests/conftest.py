@@ -76,6 +76,7 @@ def start_redis(directory: Path, port: int | None = None) -> RedisServer:
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = start_redis(tmp_path_factory.mktemp("redis"))
     yield server
+    server.client.close()
     stop(server.process)
 
 
@@ -86,8 +87,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_app(emulator: Emulator, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[..., Flask]:
+def make_app(emulator: Emulator, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Flask]]:
     """Build a portal for one emulator client and one session backend."""
+    built: list[Flask] = []
 
     def build(client_id: str = "portal-test", backend: str = "filesystem", **overrides: Any) -> Flask:
         config: dict[str, Any] = {
@@ -107,9 +109,14 @@ def make_app(emulator: Emulator, tmp_path: Path, request: pytest.FixtureRequest)
             server.client.flushdb()
             config["REDIS_URL"] = server.url
         config.update(overrides)
-        return create_app(config)
+        app = create_app(config)
+        built.append(app)
+        return app
 
-    return build
+    yield build
+    for app in built:
+        if app.config.get("SESSION_REDIS") is not None:
+            app.config["SESSION_REDIS"].close()
 
 
 @pytest.fixture
