@@ -13,7 +13,7 @@ from flask import Blueprint, abort, current_app, flash, g, redirect, render_temp
 from werkzeug.wrappers import Response
 
 from . import mediaflow
-from .sessions import regenerate_id, token_store
+from .sessions import check_store_is_up, regenerate_id, token_store
 from .tokens import RefreshPolicy, SessionEnded, TokenSet, new_key, refresh_if_due
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,7 @@ def load_session() -> Any:
     g.tokens = None
     if request.endpoint in ("static", "health.healthz", "health.readyz"):
         return None
+    check_store_is_up()
     key = session.get("tokens_key")
     if not key:
         return None
@@ -139,7 +140,7 @@ def load_session() -> Any:
     except SessionEnded:
         return _session_ended("mediaflow")
     g.user = session.get("user")
-    if now - session.get("seen_at", 0) > SEEN_RESOLUTION:
+    if now - session.get("seen_at", 0) > min(SEEN_RESOLUTION, config["SESSION_IDLE_TIMEOUT"] / 10):
         session["seen_at"] = now
     return None
 

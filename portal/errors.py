@@ -44,8 +44,5 @@ def store_unavailable(error: StoreUnavailable) -> Any:
 
 def internal_error(error: InternalServerError) -> Any:
     original = error.original_exception
-    # Flask routes an exception raised while opening the session here, not to its own handler.
-    if isinstance(original, StoreUnavailable):
-        return store_unavailable(original)
     log.error("Unexpected error on %s: %s", request.path, original.__class__.__name__ if original else error)
     return render_template("errors/http.html", status=500, error=error), 500

@@ -2,20 +2,65 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import redis
 from cachelib.file import FileSystemCache
-from flask import Flask, current_app
-from flask_session import Session
+from flask import Flask, current_app, g, render_template
+from flask.sessions import SessionMixin
+from flask_session.cachelib import CacheLibSessionInterface
+from flask_session.redis import RedisSessionInterface
+from werkzeug.wrappers import Request, Response
 
-from .tokens import FileTokenStore, RedisTokenStore, TokenStore
+from .tokens import FileTokenStore, RedisTokenStore, StoreUnavailable, TokenStore
+
+log = logging.getLogger(__name__)
+STORE_ERRORS = (redis.exceptions.RedisError, OSError)
+
+
+class StoreGuard:
+    """Let a session-store outage reach the error handler as a 503, not a 500 from inside Flask.
+
+    Flask opens the session before any hook runs, so an exception there bypasses the error
+    handlers; instead the request gets a null session and auth.load_session raises StoreUnavailable.
+    """
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        try:
+            session: SessionMixin | None = super().open_session(app, request)  # type: ignore[misc]
+            return session
+        except STORE_ERRORS as error:
+            log.error("The session store failed while loading a session (%s)", error.__class__.__name__)
+            g.session_store_down = True
+            null: SessionMixin | None = self.make_null_session(app)  # type: ignore[attr-defined]
+            return null
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        try:
+            super().save_session(app, session, response)  # type: ignore[misc]
+        except STORE_ERRORS as error:
+            log.error("The session store failed while saving a session (%s)", error.__class__.__name__)
+            # The response would claim a change that was not stored: answer 503 instead.
+            response.set_data(render_template("errors/store.html"))
+            response.status_code = 503
+            response.headers.pop("Location", None)
+            response.headers.pop("Set-Cookie", None)
+            response.mimetype = "text/html"
+
+
+class GuardedRedisSessionInterface(StoreGuard, RedisSessionInterface):
+    pass
+
+
+class GuardedCacheLibSessionInterface(StoreGuard, CacheLibSessionInterface):
+    pass
 
 
 def init_app(app: Flask) -> None:
-    """Attach Flask-Session and the token store for SESSION_BACKEND."""
+    """Attach Flask-Session's interface for SESSION_BACKEND, and the token store beside it."""
     config = app.config
     config.update(
         SESSION_PERMANENT=True,
@@ -24,33 +69,39 @@ def init_app(app: Flask) -> None:
         SESSION_COOKIE_HTTPONLY=True,
         # Lax, never Strict: the top-level redirect back from Mediaflow must carry the cookie.
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_USE_SIGNER=False,
-        SESSION_KEY_PREFIX="mediaflow:session:",
         # Only write the session when it changed; the token set is stored apart anyway.
         SESSION_REFRESH_EACH_REQUEST=False,
     )
+    options: dict[str, Any] = {"key_prefix": "mediaflow:session:", "use_signer": False, "permanent": True}
     store: TokenStore
     if config["SESSION_BACKEND"] == "redis":
         client = redis.Redis.from_url(
             config["REDIS_URL"], socket_timeout=config["MEDIAFLOW_READ_TIMEOUT"],
             socket_connect_timeout=config["MEDIAFLOW_CONNECT_TIMEOUT"],
         )
-        config.update(SESSION_TYPE="redis", SESSION_REDIS=client)
+        config["SESSION_REDIS"] = client
+        app.session_interface = GuardedRedisSessionInterface(app, client=client, **options)
         store = RedisTokenStore(client)
     else:
         base = Path(config.get("SESSION_FILE_DIR") or app.instance_path)
         folder = base / "sessions"
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         # threshold=0: never evict live sessions to make room.
-        config.update(SESSION_TYPE="cachelib", SESSION_CACHELIB=FileSystemCache(str(folder), threshold=0, mode=0o600))
+        cache = FileSystemCache(str(folder), threshold=0, mode=0o600)
+        app.session_interface = GuardedCacheLibSessionInterface(app, client=cache, **options)
         store = FileTokenStore(base / "tokens")
-    Session(app)
     app.extensions["mediaflow_tokens"] = store
 
 
 def token_store() -> TokenStore:
     store: TokenStore = current_app.extensions["mediaflow_tokens"]
     return store
+
+
+def check_store_is_up() -> None:
+    """Raise StoreUnavailable when this request could not load its session."""
+    if g.get("session_store_down"):
+        raise StoreUnavailable("the session store cannot be reached")
 
 
 def regenerate_id(session: Any) -> None:

@@ -106,18 +106,23 @@ class FileTokenStore:
             raw = self._path(key).read_text()
         except FileNotFoundError:
             return None
+        except OSError as error:
+            raise StoreUnavailable(f"the token folder cannot be read ({error.strerror})") from None
         return TokenSet.from_json(raw)
 
     def put(self, key: str, tokens: TokenSet, ttl: int) -> None:
         # Write then rename, so a reader never sees half a file.
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(tokens.to_json())
-        os.replace(tmp, self._path(key))
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+            with os.fdopen(fd, "w") as handle:
+                handle.write(tokens.to_json())
+            os.replace(tmp, self._path(key))
+        except OSError as error:
+            raise StoreUnavailable(f"the token folder cannot be written ({error.strerror})") from None
 
     def delete(self, key: str) -> None:
+        # The lock file stays: removing it while another process waits on it would split the lock.
         self._path(key).unlink(missing_ok=True)
-        (self.directory / f"{key}.lock").unlink(missing_ok=True)
 
     @contextmanager
     def lock(self, key: str, timeout: float) -> Iterator[None]:

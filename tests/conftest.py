@@ -13,6 +13,7 @@ from flask import Flask
 
 from app import create_app
 from tests.support import (
+    PORTAL_PORTS,
     Emulator,
     client_settings,
     free_port,
@@ -22,8 +23,6 @@ from tests.support import (
     wait_for_port,
 )
 
-# Ports reserved for portals served by gunicorn in tests, so their callbacks can be registered.
-PORTAL_PORTS = [free_port() for _ in range(4)]
 TEST_CALLBACKS = ["http://localhost/callback"] + [f"http://127.0.0.1:{p}/callback" for p in PORTAL_PORTS]
 
 CLIENTS = [

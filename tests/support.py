@@ -40,6 +40,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Ports reserved for portals served by gunicorn in tests, so their callbacks can be registered.
+PORTAL_PORTS = [free_port() for _ in range(4)]
+
+
 def wait_for_http(url: str, process: subprocess.Popen[bytes] | None = None, seconds: float = 20) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -154,7 +158,88 @@ def portal_login(client: Any, next_url: str | None = None, username: str = "demo
     return client.get(f"{callback.path}?{callback.query}")
 
 
-def env_with(**values: str) -> Mapping[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEDIAFLOW_", "SESSION_", "REDIS_"))}
+def env_with(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MEDIAFLOW_", "SESSION_", "REDIS_", "SECRET_", "GUNICORN_", "LOG_", "TRUSTED_"))}
     env.update(values)
     return env
+
+
+def dockerfile_cmd() -> list[str]:
+    """The CMD of the Dockerfile, parsed from it (exec form)."""
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("CMD "):
+            return list(json.loads(line[4:]))
+    raise AssertionError("the Dockerfile has no CMD")
+
+
+def stage_image(target: Path) -> Path:
+    """Copy what the Dockerfile's COPY lines put in the image, so tests run exactly that."""
+    target.mkdir(parents=True, exist_ok=True)
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if not line.startswith("COPY "):
+            continue
+        *sources, _destination = [part for part in line.split()[1:] if not part.startswith("--")]
+        for source in sources:
+            path = ROOT / source
+            if path.is_dir():
+                shutil.copytree(path, target / source.rstrip("/"), dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(path, target / source)
+    return target
+
+
+@dataclass
+class Portal:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_portal(tmp: Path, port: int, settings: Mapping[str, str]) -> Portal:
+    """Run the Dockerfile's CMD (gunicorn) from a staged image folder with these settings."""
+    app_dir = stage_image(tmp / "image")
+    command = dockerfile_cmd()
+    assert command[0] == "gunicorn"
+    env = env_with(GUNICORN_BIND=f"127.0.0.1:{port}", **settings)
+    log = tmp / f"portal-{port}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), *command[1:]], cwd=app_dir,
+                                   env=dict(env), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", process)
+    except RuntimeError:
+        stop(process)
+        raise RuntimeError(f"the portal did not start:\n{log.read_text()}") from None
+    return Portal(f"http://127.0.0.1:{port}", process, log)
+
+
+def portal_settings(emulator: Emulator, client_id: str, port: int, **extra: str) -> dict[str, str]:
+    return {
+        "MEDIAFLOW_CLIENT_ID": client_id,
+        "MEDIAFLOW_CLIENT_SECRET": emulator.secret(client_id),
+        "MEDIAFLOW_AUTHORIZE_URL": f"{emulator.url}/authorize",
+        "MEDIAFLOW_TOKEN_URL": f"{emulator.url}/1/oauth2/token",
+        "MEDIAFLOW_API_BASE": f"{emulator.url}/1",
+        "MEDIAFLOW_REDIRECT_URI": f"http://127.0.0.1:{port}/callback",
+        "SECRET_KEY": "gunicorn-test-secret-key-0123456789abcdef",
+        "SESSION_COOKIE_SECURE": "false",
+        **extra,
+    }
+
+
+def http_login(portal_url: str, username: str = "demo", next_url: str = "") -> requests.Session:
+    """Log in over real HTTP as a browser would; returns the session holding the cookie."""
+    browser = requests.Session()
+    login = browser.get(f"{portal_url}/login" + (f"?next={next_url}" if next_url else ""), allow_redirects=False,
+                        timeout=10)
+    assert login.status_code == 302, login.text
+    answer = sign_in(login.headers["Location"], username=username, password=username)
+    assert answer.status_code == 302, answer.text
+    landed = browser.get(answer.headers["Location"], timeout=10)
+    assert landed.status_code == 200, landed.text
+    return browser

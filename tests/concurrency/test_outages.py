@@ -1,0 +1,106 @@
+"""Mediaflow and Redis outages: what the user gets, and that no session is lost."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from tests.conftest import start_redis
+from tests.support import Emulator, portal_login, stop
+
+FAULTS = {
+    "timeout": {"kind": "delay", "delay": 1.5},
+    "500": {"kind": "status", "status": 500},
+    "503": {"kind": "status", "status": 503},
+    "non-json": {"kind": "garbage"},
+    "dropped": {"kind": "drop"},
+}
+
+
+@pytest.fixture
+def logged_in(make_app: Callable[..., Flask]) -> Any:
+    # Not the rotating client: a refresh that times out here may still succeed at Mediaflow, and with
+    # rotation its new refresh token is lost to any client (see README, "Refresh under load").
+    app = make_app("short", MEDIAFLOW_READ_TIMEOUT=0.5)
+    client = app.test_client()
+    portal_login(client)
+    return client
+
+
+@pytest.mark.parametrize("fault", FAULTS.values(), ids=FAULTS.keys())
+def test_refresh_failing_while_the_token_is_valid_serves_the_request_and_retries_later(
+    logged_in: Any, emulator: Emulator, fault: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    time.sleep(2.2)  # due (less than half of 4 s left), not yet expired
+    emulator.fault(endpoint="token", **fault)
+    response = logged_in.get("/session")
+    assert response.status_code == 200
+    assert response.json["tokens"]["last_refreshed"] is None
+    assert "Token refresh failed" in caplog.text
+    time.sleep(1.1)  # let a delayed call finish at the emulator before counting
+    # Backoff: the next request does not call Mediaflow again at once.
+    calls = len(emulator.stats()["recent_token_requests"])
+    assert logged_in.get("/session").status_code == 200
+    assert len(emulator.stats()["recent_token_requests"]) == calls
+    # Once expired, the portal retries; Mediaflow is back, so the session goes on.
+    time.sleep(0.8)
+    assert logged_in.get("/session").json["tokens"]["last_refreshed"] is not None
+    assert emulator.stats()["reuse_detected"] == 0
+
+
+@pytest.mark.parametrize("fault", FAULTS.values(), ids=FAULTS.keys())
+def test_refresh_failing_after_expiry_is_a_503_with_try_again_and_keeps_the_session(
+    logged_in: Any, emulator: Emulator, fault: dict[str, Any]
+) -> None:
+    time.sleep(4.2)
+    emulator.fault(endpoint="token", **fault)
+    page = logged_in.get("/account")
+    assert page.status_code == 503
+    assert "Mediaflow is not answering right now" in page.text and "Try again" in page.text
+    assert "Your session is kept" in page.text
+    retry = logged_in.get("/account")
+    assert retry.status_code == 200 and "demo@example.com" in retry.text
+
+
+def test_invalid_grant_on_refresh_ends_the_mediaflow_session(logged_in: Any, emulator: Emulator) -> None:
+    time.sleep(4.2)
+    emulator.fault(endpoint="token", kind="oauth_error", error="invalid_grant")
+    page = logged_in.get("/account")
+    assert page.status_code == 401 and "Your Mediaflow session has ended" in page.text
+    assert logged_in.get("/session").status_code == 302
+
+
+def test_redis_stopped_while_the_portal_runs_is_a_503_and_the_session_survives(
+    make_app: Callable[..., Flask], tmp_path: Path
+) -> None:
+    server = start_redis(tmp_path)
+    try:
+        app = make_app(SESSION_BACKEND="redis", REDIS_URL=server.url, MEDIAFLOW_READ_TIMEOUT=1.0,
+                       MEDIAFLOW_CONNECT_TIMEOUT=1.0)
+        client = app.test_client()
+        portal_login(client)
+        assert client.get("/session").status_code == 200
+
+        server.client.shutdown(save=True)  # Redis writes its data to disk and stops
+        server.process.wait(timeout=10)
+        for path in ("/", "/account", "/session"):
+            page = client.get(path)
+            assert page.status_code == 503, path
+            assert "cannot reach its session store" in page.text
+            assert "Traceback" not in page.text
+        assert client.get("/readyz").status_code == 503
+        assert client.get("/healthz").status_code == 200
+
+        server.client.close()
+        server = start_redis(tmp_path, port=server.port)  # the same data folder: the session is back
+        assert client.get("/session").status_code == 200
+        assert client.get("/readyz").status_code == 200
+    finally:
+        app.config["SESSION_REDIS"].close()
+        server.client.close()
+        stop(server.process)
