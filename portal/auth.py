@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
@@ -30,10 +30,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def safe_next_url(value: str | None) -> str | None:
     """Return value if it is a path on this site, else None (no open redirects)."""
-    if not value or len(value) > MAX_NEXT_LENGTH or not value.startswith("/"):
+    if not value or len(value) > MAX_NEXT_LENGTH:
         return None
-    if value.startswith("//") or "\\" in value or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        return None
+    # Check the decoded form too: "/%0d%0a…" or "/%2F%2Fevil" must not pass as harmless text.
+    for form in (value, unquote(value)):
+        if not form.startswith("/") or form.startswith("//") or "\\" in form:
+            return None
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in form):
+            return None
     parts = urlsplit(value)
     if parts.scheme or parts.netloc:
         return None
@@ -133,7 +137,7 @@ def load_session() -> Any:
     policy = RefreshPolicy(
         leeway=config["MEDIAFLOW_REFRESH_LEEWAY"],
         lock_timeout=config["MEDIAFLOW_CONNECT_TIMEOUT"] + config["MEDIAFLOW_READ_TIMEOUT"] + 2,
-        ttl=config["SESSION_MAX_LIFETIME"],
+        ttl=token_ttl(),
     )
     try:
         g.tokens = refresh_if_due(token_store(), key, policy)
@@ -143,6 +147,11 @@ def load_session() -> Any:
     if now - session.get("seen_at", 0) > min(SEEN_RESOLUTION, config["SESSION_IDLE_TIMEOUT"] / 10):
         session["seen_at"] = now
     return None
+
+
+def token_ttl() -> int:
+    """Keep a token set as long as its session record (see sessions.init_app)."""
+    return int(current_app.config["SESSION_MAX_LIFETIME"]) + 60
 
 
 def _pending_login(state: str | None) -> dict[str, Any] | None:
@@ -168,7 +177,7 @@ def _start_session(tokens: TokenSet) -> None:
     except mediaflow.MediaflowError as error:
         log.warning("Login: could not read /me (%s); continuing without a name", error)
     key = new_key()
-    token_store().put(key, tokens, current_app.config["SESSION_MAX_LIFETIME"])
+    token_store().put(key, tokens, token_ttl())
     regenerate_id(session)
     now = time.time()
     session.update(tokens_key=key, user=user, login_at=now, seen_at=now)

@@ -64,7 +64,8 @@ def init_app(app: Flask) -> None:
     config = app.config
     config.update(
         SESSION_PERMANENT=True,
-        PERMANENT_SESSION_LIFETIME=timedelta(seconds=config["SESSION_MAX_LIFETIME"]),
+        # A minute past the absolute lifetime, so auth.load_session ends it politely before the store drops it.
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=config["SESSION_MAX_LIFETIME"] + 60),
         SESSION_COOKIE_NAME="mediaflow_portal",
         SESSION_COOKIE_HTTPONLY=True,
         # Lax, never Strict: the top-level redirect back from Mediaflow must carry the cookie.

@@ -227,9 +227,10 @@ def _refresh(store: TokenStore, key: str, tokens: TokenSet, policy: RefreshPolic
             store.delete(key)
             log.info("Token refresh refused by Mediaflow (%s): the Mediaflow session ends", error.error)
             raise SessionEnded(f"Mediaflow refused the refresh: {error.error}") from None
-        return _after_failure(store, key, tokens, policy, now, str(error))
+        # Any other OAuth error is Mediaflow misbehaving, not a verdict on this session.
+        return _after_failure(store, key, tokens, policy, now, mediaflow.MediaflowUnavailable(str(error), 502))
     except mediaflow.MediaflowUnavailable as error:
-        return _after_failure(store, key, tokens, policy, now, str(error))
+        return _after_failure(store, key, tokens, policy, now, error)
     fresh = tokens.refreshed(response, now)
     store.put(key, fresh, policy.ttl)
     log.info("Token refreshed; the new access token expires in %d s", fresh.lifetime)
@@ -237,13 +238,14 @@ def _refresh(store: TokenStore, key: str, tokens: TokenSet, policy: RefreshPolic
 
 
 def _after_failure(store: TokenStore, key: str, tokens: TokenSet, policy: RefreshPolicy, now: float,
-                   reason: str) -> TokenSet:
+                   error: mediaflow.MediaflowUnavailable) -> TokenSet:
     """Keep the session; serve with the current token while it lasts, retry later with backoff."""
     failures = tokens.failures + 1
     delay = min(BACKOFF_START * 2 ** (failures - 1), BACKOFF_MAX)
     store.put(key, replace(tokens, retry_at=now + delay, failures=failures), policy.ttl)
     if tokens.is_expired(now):
-        log.warning("Token refresh failed (%s); the access token has expired, answering 503", reason)
-        raise mediaflow.MediaflowUnavailable(reason)
-    log.warning("Token refresh failed (%s); using the current token, next try in %.0f s", reason, delay)
+        log.warning("Token refresh failed (%s); the access token has expired, answering 503", error)
+        # 503 whatever the cause: the session is kept and "try again" is the right advice.
+        raise mediaflow.MediaflowUnavailable(str(error), 503)
+    log.warning("Token refresh failed (%s); using the current token, next try in %.0f s", error, delay)
     return tokens

@@ -1,0 +1,159 @@
+"""A table of attacks on the OAuth client and the session: status, no reflection, no session made or lost."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import pytest
+from flask import Flask
+
+from tests.support import csrf_token, portal_login, query_of, sign_in
+
+
+def token_sets(app: Flask) -> int:
+    """How many logged-in sessions the server holds (each has one token set)."""
+    if app.config["SESSION_BACKEND"] == "redis":
+        return len(app.config["SESSION_REDIS"].keys("mediaflow:tokens:*"))
+    return len(list((Path(app.config["SESSION_FILE_DIR"]) / "tokens").glob("*.json")))
+
+
+def start_login(client: Any, next_url: str | None = None) -> tuple[str, str]:
+    """Start a login and sign in; return the callback's code and state, not yet delivered."""
+    login = client.get("/login" + (f"?next={quote(next_url, safe='')}" if next_url is not None else ""))
+    params = query_of(sign_in(login.headers["Location"]).headers["Location"])
+    return params["code"], params["state"]
+
+
+def expire_pending_logins(client: Any) -> None:
+    """Age the login states in this browser's session past their lifetime (as waiting would)."""
+    with client.session_transaction() as session:
+        for key in [k for k in session if k.startswith("_state_mediaflow_")]:
+            session[key] = {**session[key], "exp": time.time() - 1}
+
+
+@dataclass
+class Attack:
+    name: str
+    run: Callable[[Any, Flask], Any]
+    status: int
+    logged_in: bool = False
+    payloads: list[str] = field(default_factory=list)
+
+
+def _callback(query: str) -> Callable[[Any, Flask], Any]:
+    return lambda client, app: client.get(f"/callback?{query}")
+
+
+def _with_real_code(build: Callable[[str, str], str], prepare: Callable[[Any], None] = lambda c: None
+                    ) -> Callable[[Any, Flask], Any]:
+    def run(client: Any, app: Flask) -> Any:
+        code, state = start_login(client)
+        prepare(client)
+        return client.get(f"/callback?{build(code, state)}")
+    return run
+
+
+def _replayed_callback(client: Any, app: Flask) -> Any:
+    code, state = start_login(client)
+    client.get(f"/callback?code={code}&state={state}")
+    return client.get(f"/callback?code={code}&state={state}")
+
+
+def _code_from_another_browser(client: Any, app: Flask) -> Any:
+    victim = app.test_client()
+    code, state = start_login(victim)
+    return client.get(f"/callback?code={code}&state={state}")
+
+
+def _forged_cookie(client: Any, app: Flask) -> Any:
+    client.set_cookie("mediaflow_portal", "attacker-chosen-session-id-0000000000000")
+    response = client.get("/")
+    cookie = client.get_cookie("mediaflow_portal")
+    assert cookie is None or cookie.value == "attacker-chosen-session-id-0000000000000"
+    other = app.test_client()
+    other.set_cookie("mediaflow_portal", "attacker-chosen-session-id-0000000000000")
+    portal_login(other)
+    assert other.get_cookie("mediaflow_portal").value != "attacker-chosen-session-id-0000000000000"
+    other.post("/logout", data={"csrf_token": csrf_token(other.get("/").text)})
+    return response
+
+
+def _logout_without_csrf(client: Any, app: Flask) -> Any:
+    return client.post("/logout")
+
+
+def _logout_with_another_sessions_csrf(client: Any, app: Flask) -> Any:
+    other = app.test_client()
+    portal_login(other)
+    return client.post("/logout", data={"csrf_token": csrf_token(other.get("/").text)})
+
+
+SCRIPT = "<script>alert(1)</script>"
+ATTACKS = [
+    Attack("state-mismatch", _with_real_code(lambda c, s: f"code={c}&state=attacker-state"), 400),
+    Attack("state-missing", _with_real_code(lambda c, s: f"code={c}"), 400),
+    Attack("state-expired", _with_real_code(lambda c, s: f"code={c}&state={s}", expire_pending_logins), 400),
+    Attack("state-from-another-browser", _code_from_another_browser, 400),
+    Attack("state-duplicated", _with_real_code(lambda c, s: f"code={c}&state={s}&state=other"), 400),
+    Attack("code-duplicated", _with_real_code(lambda c, s: f"code={c}&code=other&state={s}"), 400),
+    Attack("code-missing", _with_real_code(lambda c, s: f"state={s}"), 400),
+    Attack("huge-code-and-state", _callback(f"code={'c' * 20000}&state={'s' * 20000}"), 400),
+    Attack("binary-code-and-state", _callback("code=%00%ff%fe%01&state=%00%c3%28"), 400),
+    Attack("unicode-code-and-state", _callback("code=%E2%9C%93%F0%9F%98%80&state=%E2%80%AE%E2%9C%93"), 400),
+    Attack("error-description-script", _callback(f"error=access_denied&error_description={quote(SCRIPT)}"), 400,
+           payloads=[SCRIPT]),
+    Attack("error-code-script", _callback(f"error={quote(SCRIPT)}"), 400, payloads=[SCRIPT]),
+    Attack("replayed-callback-after-login", _replayed_callback, 400, logged_in=True),
+    Attack("forged-session-cookie", _forged_cookie, 200),
+    Attack("logout-without-csrf", _logout_without_csrf, 400, logged_in=True),
+    Attack("logout-with-another-sessions-csrf", _logout_with_another_sessions_csrf, 400, logged_in=True),
+    Attack("logout-by-get", lambda client, app: client.get("/logout"), 405, logged_in=True),
+    Attack("callback-by-post", lambda client, app: client.post("/callback?code=a&state=b"), 405),
+]
+
+
+@pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
+def test_attack_is_refused_without_reflection_and_without_making_or_losing_a_session(app: Flask,
+                                                                                     attack: Attack) -> None:
+    client = app.test_client()
+    if attack.logged_in:
+        portal_login(client)
+    before = token_sets(app)
+    response = attack.run(client, app)
+    assert response.status_code == attack.status
+    assert "Traceback" not in response.text
+    for payload in attack.payloads:
+        assert payload not in response.text
+    if attack.logged_in:
+        assert client.get("/session").status_code == 200, "the attack cost the user their session"
+        assert token_sets(app) >= before
+    else:
+        assert client.get("/session").status_code == 302
+        assert token_sets(app) == before, "the attack created a logged-in session"
+
+
+BAD_NEXT = ["//evil.example", "/\\evil.example", "https://evil.example", "javascript:alert(1)",
+            "/%0d%0aSet-Cookie:%20x=1", "/\r\nSet-Cookie: x=1", "/" + "a" * 5000, "///evil.example",
+            "\\\\evil.example", "http:evil.example", " //evil.example", "/\tevil"]
+
+
+@pytest.mark.parametrize("next_url", BAD_NEXT)
+def test_next_never_leads_off_site(app: Flask, next_url: str) -> None:
+    client = app.test_client()
+    login = client.get(f"/login?next={quote(next_url, safe='')}")
+    assert "evil" not in urlsplit(login.headers["Location"]).netloc
+    code, state = query_of(sign_in(login.headers["Location"]).headers["Location"]).values()
+    landed = client.get(f"/callback?code={code}&state={state}")
+    assert landed.status_code == 302
+    assert landed.headers["Location"] == "/"
+
+
+@pytest.mark.parametrize("next_url", ["/account", "/account?tab=1#x", "/session"])
+def test_next_accepts_local_paths(app: Flask, next_url: str) -> None:
+    client = app.test_client()
+    assert portal_login(client, next_url=quote(next_url, safe="")).headers["Location"] == next_url

@@ -1,0 +1,49 @@
+"""Hypothesis fuzzes /callback and /login?next=: never a 500, never an off-site redirect."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import pytest
+from flask import Flask
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.support import query_of, sign_in
+
+NAMES = st.sampled_from(["code", "state", "error", "error_description", "next", "x"])
+TEXT = st.text(max_size=400)
+
+
+@pytest.fixture
+def fuzz_client(make_app: Callable[..., Flask]) -> Any:
+    return make_app().test_client()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(params=st.lists(st.tuples(NAMES, TEXT), max_size=8), raw=st.binary(max_size=200))
+def test_callback_never_fails_with_a_500(fuzz_client: Any, params: list[tuple[str, str]], raw: bytes) -> None:
+    query = urlencode(params, errors="surrogatepass") + "&" + "".join(f"%{b:02x}" for b in raw)
+    response = fuzz_client.get(f"/callback?{query}")
+    assert response.status_code in (400, 405), response.status_code
+    assert "Traceback" not in response.text
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(next_url=st.one_of(TEXT, st.from_regex(r"\A[/\\]{0,3}[a-z:.%0-9@\\/]{0,40}\Z")))
+def test_login_next_never_fails_and_never_leaves_the_site(fuzz_client: Any, next_url: str) -> None:
+    response = fuzz_client.get("/login?" + urlencode({"next": next_url}, errors="surrogatepass"))
+    assert response.status_code == 302
+    with fuzz_client.session_transaction() as session:
+        saved = [v["data"]["next_url"] for k, v in session.items() if k.startswith("_state_mediaflow_")]
+    for value in saved:
+        assert value is None or (value.startswith("/") and not value.startswith("//") and "\\" not in value)
+        assert value is None or not urlsplit(value).netloc
+
+
+def test_a_fuzzed_login_still_completes(fuzz_client: Any) -> None:
+    login = fuzz_client.get("/login?next=%2F%2F%5Cevil")
+    code, state = query_of(sign_in(login.headers["Location"]).headers["Location"]).values()
+    assert fuzz_client.get(f"/callback?code={code}&state={state}").headers["Location"] == "/"

@@ -1,0 +1,99 @@
+"""No token, code, state, password or secret ever reaches a log line."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from portal.logs import redact
+from tests.support import PORTAL_PORTS, Emulator, Portal, portal_settings, query_of, sign_in, start_portal, stop
+
+
+@pytest.mark.parametrize(
+    ("text", "hidden"),
+    [("GET /callback?code=abc123&state=xyz789 HTTP/1.1", ["abc123", "xyz789"]),
+     ("body grant_type=refresh_token&refresh_token=rt-1&client_secret=cs-2", ["rt-1", "cs-2"]),
+     ('{"access_token": "at-3", "refresh_token": "rt-4", "expires_in": 60}', ["at-3", "rt-4"]),
+     ("{'password': 'pw-5', 'username': 'demo'}", ["pw-5"]),
+     ("Authorization: Bearer at-6.x_y", ["at-6.x_y"]),
+     ("Authorization: Basic Y2xpZW50OnNlY3JldA==", ["Y2xpZW50OnNlY3JldA=="])],
+)
+def test_redact_hides_secret_values_by_the_name_they_follow(text: str, hidden: list[str]) -> None:
+    cleaned = redact(text)
+    assert "[redacted]" in cleaned
+    for value in hidden:
+        assert value not in cleaned
+
+
+@pytest.fixture
+def portal(emulator: Emulator, tmp_path: Path) -> Iterator[Portal]:
+    port = PORTAL_PORTS[1]
+    settings = portal_settings(emulator, "short", port, SESSION_FILE_DIR=str(tmp_path / "store"),
+                               MEDIAFLOW_READ_TIMEOUT="0.5", GUNICORN_WORKERS="2")
+    running = start_portal(tmp_path, port, settings)
+    yield running
+    stop(running.process)
+
+
+def stored_tokens(folder: Path) -> set[str]:
+    values = set()
+    for path in (folder / "tokens").glob("*.json"):
+        data = json.loads(path.read_text())
+        values.update(v for v in (data["access_token"], data["refresh_token"]) if v)
+    return values
+
+
+def test_logs_of_a_login_a_refresh_and_every_error_hold_no_secret(portal: Portal, emulator: Emulator,
+                                                                  tmp_path: Path) -> None:
+    secrets: set[str] = {emulator.secret("short"), "gunicorn-test-secret-key-0123456789abcdef"}
+    browser = requests.Session()
+
+    def start() -> dict[str, str]:
+        login = browser.get(f"{portal.url}/login", allow_redirects=False, timeout=10)
+        params = query_of(sign_in(login.headers["Location"]).headers["Location"])
+        secrets.update(params.values())
+        return params
+
+    def callback(query: str) -> int:
+        return browser.get(f"{portal.url}/callback?{query}", allow_redirects=False, timeout=10).status_code
+
+    # A full login, then a refresh.
+    params = start()
+    assert callback(f"code={params['code']}&state={params['state']}") == 302
+    secrets |= stored_tokens(tmp_path / "store")
+    time.sleep(2.2)
+    assert browser.get(f"{portal.url}/session", timeout=10).status_code == 200
+    secrets |= stored_tokens(tmp_path / "store")
+    assert len(secrets) >= 6
+
+    # Every error case of the callback.
+    params = start()
+    assert callback(f"code={params['code']}&state=wrong-{params['state']}") == 400
+    assert callback(f"state={params['state']}") == 400
+    assert callback("error=access_denied&error_description=secret-description") == 400
+    for fault in ({"kind": "garbage"}, {"kind": "delay", "delay": 1.0}, {"kind": "oauth_error"}):
+        params = start()
+        emulator.fault(endpoint="token", **fault)
+        assert callback(f"code={params['code']}&state={params['state']}") in (400, 502, 503)
+    # A failed refresh, then a refused one.
+    params = start()
+    assert callback(f"code={params['code']}&state={params['state']}") == 302
+    secrets |= stored_tokens(tmp_path / "store")
+    time.sleep(4.2)
+    emulator.fault(endpoint="token", kind="garbage")
+    assert browser.get(f"{portal.url}/session", timeout=10).status_code == 503
+    emulator.fault(endpoint="token", kind="oauth_error", error="invalid_grant")
+    assert browser.get(f"{portal.url}/session", timeout=10).status_code == 401
+    assert browser.get(f"{portal.url}/nowhere", timeout=10).status_code == 404
+
+    time.sleep(0.5)
+    logs = portal.logs()
+    assert "Login succeeded" in logs and "Token refreshed" in logs and "Token refresh failed" in logs
+    assert '"GET /callback"' in logs, "the access log shows the callback without its query"
+    leaked = sorted(s for s in secrets if s in logs)
+    assert not leaked, f"{len(leaked)} secret value(s) reached the log"

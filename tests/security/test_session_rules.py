@@ -1,0 +1,73 @@
+"""Session rules (OWASP): lifetimes enforced on the server, cookie flags, and the headers on every response."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from tests.support import portal_login
+
+
+def test_idle_timeout_ends_the_session_on_the_server(make_app: Callable[..., Flask]) -> None:
+    client = make_app(SESSION_IDLE_TIMEOUT=2).test_client()
+    portal_login(client)
+    for _ in range(4):  # active for 2.4 s: never idle for 2 s
+        time.sleep(0.6)
+        assert client.get("/session").status_code == 200
+    time.sleep(2.1)
+    page = client.get("/account")
+    assert page.status_code == 401 and "You were away for a while" in page.text
+    assert client.get("/session").status_code == 302
+
+
+def test_absolute_lifetime_ends_even_an_active_session(make_app: Callable[..., Flask]) -> None:
+    client = make_app(SESSION_MAX_LIFETIME=3).test_client()
+    portal_login(client)
+    for _ in range(4):
+        time.sleep(0.5)
+        assert client.get("/session").status_code == 200
+    time.sleep(1.1)
+    page = client.get("/session")
+    assert page.status_code == 401 and "Your Mediaflow session has ended" in page.text
+    assert client.get("/session").status_code == 302
+
+
+@pytest.mark.parametrize(("secure", "flag"), [(True, True), (False, False)])
+def test_cookie_is_secure_unless_configured_for_plain_http(make_app: Callable[..., Flask], secure: bool,
+                                                          flag: bool) -> None:
+    client = make_app(SESSION_COOKIE_SECURE=secure).test_client()
+    cookie = client.get("/login").headers["Set-Cookie"]
+    assert ("; Secure" in cookie) is flag
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+@pytest.mark.parametrize("path", ["/", "/login", "/callback?state=x", "/no-such-page", "/healthz",
+                                  "/static/portal.css"])
+def test_every_response_carries_the_security_headers(client: Any, path: str) -> None:
+    with client.get(path) as response:
+        headers = response.headers
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "no-referrer"
+
+
+@pytest.mark.parametrize("path", ["/", "/account", "/session"])
+def test_authenticated_pages_and_the_callback_are_not_stored(client: Any, path: str) -> None:
+    callback = portal_login(client)
+    assert callback.headers["Cache-Control"] == "no-store"
+    assert client.get(path).headers["Cache-Control"] == "no-store"
+
+
+def test_client_secret_and_secret_key_never_reach_a_page(app: Flask, emulator: Any) -> None:
+    client = app.test_client()
+    pages = [client.get(p) for p in ("/", "/login", "/callback?state=x", "/nowhere")]
+    pages.append(portal_login(client))
+    pages += [client.get(p) for p in ("/", "/account", "/session")]
+    for secret in (app.config["MEDIAFLOW_CLIENT_SECRET"], app.config["SECRET_KEY"]):
+        for page in pages:
+            assert secret not in page.text and secret not in str(page.headers)
