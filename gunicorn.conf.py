@@ -2,8 +2,13 @@
 
 import logging
 import os
+import sys
 
-from portal.logs import redact_logger
+# gunicorn reads this file before it changes directory: make the portal importable from anywhere.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from portal.config import ConfigError, check_workers  # noqa: E402
+from portal.logs import redact_logger  # noqa: E402
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
@@ -25,3 +30,12 @@ forwarded_allow_ips = ""
 def post_fork(server, worker):  # type: ignore[no-untyped-def]
     for name in ("gunicorn.error", "gunicorn.access"):
         redact_logger(logging.getLogger(name))
+
+
+def on_starting(server):  # type: ignore[no-untyped-def]
+    # Checked here, where the worker count is known; the app checks everything else itself.
+    try:
+        check_workers(server.cfg.workers)
+    except ConfigError as error:
+        print(f"Mediaflow Portal cannot start: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -24,10 +24,12 @@ DEFAULTS: dict[str, Any] = {
     "MEDIAFLOW_CONNECT_TIMEOUT": 3.0,
     "MEDIAFLOW_READ_TIMEOUT": 5.0,
     "MEDIAFLOW_EMULATOR_URL": "http://127.0.0.1:5001",
+    "MEDIAFLOW_EMULATOR_BROWSER_URL": None,
     "MEDIAFLOW_DEMO": False,
     "SESSION_BACKEND": "filesystem",
     "REDIS_URL": None,
     "SESSION_FILE_DIR": None,
+    "SESSION_FILESYSTEM_ALLOW_WORKERS": False,
     # None means: Secure, except in demo mode, which serves plain http on loopback.
     "SESSION_COOKIE_SECURE": None,
     "SESSION_IDLE_TIMEOUT": 30 * 60,
@@ -54,7 +56,7 @@ def settings_from_env(environ: dict[str, str] | None = None, dotenv_path: str | 
     for name in ("MEDIAFLOW_CLIENT_ID", "MEDIAFLOW_CLIENT_SECRET", "SECRET_KEY", "REDIS_URL",
                  "MEDIAFLOW_REDIRECT_URI", "MEDIAFLOW_SCOPE", "SESSION_BACKEND", "LOG_FORMAT",
                  "MEDIAFLOW_AUTHORIZE_URL", "MEDIAFLOW_TOKEN_URL", "MEDIAFLOW_API_BASE",
-                 "MEDIAFLOW_EMULATOR_URL", "SESSION_FILE_DIR"):
+                 "MEDIAFLOW_EMULATOR_URL", "MEDIAFLOW_EMULATOR_BROWSER_URL", "SESSION_FILE_DIR"):
         if name in env:
             settings[name] = env[name]
     for name in ("MEDIAFLOW_REFRESH_LEEWAY", "SESSION_IDLE_TIMEOUT", "SESSION_MAX_LIFETIME", "TRUSTED_PROXY_COUNT"):
@@ -63,7 +65,7 @@ def settings_from_env(environ: dict[str, str] | None = None, dotenv_path: str | 
     for name in ("MEDIAFLOW_CONNECT_TIMEOUT", "MEDIAFLOW_READ_TIMEOUT"):
         if name in env:
             settings[name] = _seconds(name, env[name])
-    for name in ("MEDIAFLOW_PKCE", "SESSION_COOKIE_SECURE"):
+    for name in ("MEDIAFLOW_PKCE", "SESSION_COOKIE_SECURE", "SESSION_FILESYSTEM_ALLOW_WORKERS"):
         if name in env:
             settings[name] = _boolean(name, env[name])
     return settings
@@ -105,13 +107,17 @@ def _enter_demo_mode(config: dict[str, Any], instance_path: str) -> None:
     """No client id: talk to the local emulator with its demo client."""
     emulator = config["MEDIAFLOW_EMULATOR_URL"].rstrip("/")
     _check_url("MEDIAFLOW_EMULATOR_URL", emulator)
+    # In containers the browser reaches the emulator at another address than the portal does.
+    browser = (config.get("MEDIAFLOW_EMULATOR_BROWSER_URL") or emulator).rstrip("/")
+    _check_url("MEDIAFLOW_EMULATOR_BROWSER_URL", browser)
     config["MEDIAFLOW_DEMO"] = True
     config["MEDIAFLOW_CLIENT_ID"] = DEMO_CLIENT_ID
     config["MEDIAFLOW_CLIENT_SECRET"] = DEMO_CLIENT_SECRET
-    for name, path in (("MEDIAFLOW_AUTHORIZE_URL", "/authorize"), ("MEDIAFLOW_TOKEN_URL", "/1/oauth2/token"),
-                       ("MEDIAFLOW_API_BASE", "/1")):
+    for name, base, path in (("MEDIAFLOW_AUTHORIZE_URL", browser, "/authorize"),
+                             ("MEDIAFLOW_TOKEN_URL", emulator, "/1/oauth2/token"),
+                             ("MEDIAFLOW_API_BASE", emulator, "/1")):
         if config[name] == DEFAULTS[name]:
-            config[name] = emulator + path
+            config[name] = base + path
     if not config.get("SECRET_KEY"):
         config["SECRET_KEY"] = _demo_secret_key(instance_path)
 
@@ -121,10 +127,27 @@ def _demo_secret_key(instance_path: str) -> str:
     path = Path(instance_path) / "demo-secret-key"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(48))
+        # Write aside, then link into place: workers starting together all read one whole key.
+        draft = path.with_name(f".demo-secret-key-{os.getpid()}")
+        draft.write_text(secrets.token_urlsafe(48))
+        draft.chmod(0o600)
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
     return path.read_text().strip()
+
+
+def check_workers(workers: int, environ: dict[str, str] | None = None) -> None:
+    """Refuse the filesystem backend under several workers unless the operator says it is shared."""
+    settings = DEFAULTS | settings_from_env(environ)
+    if settings["SESSION_BACKEND"] == "filesystem" and workers > 1 and not settings["SESSION_FILESYSTEM_ALLOW_WORKERS"]:
+        raise ConfigError(
+            f"SESSION_BACKEND=filesystem with {workers} workers: use SESSION_BACKEND=redis, or set "
+            "SESSION_FILESYSTEM_ALLOW_WORKERS=true if all workers run on this one host"
+        )
 
 
 def _check_secret_key(config: dict[str, Any]) -> None:

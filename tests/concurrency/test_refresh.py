@@ -27,6 +27,7 @@ def portal(request: pytest.FixtureRequest, emulator: Emulator, tmp_path: Path) -
         extra["REDIS_URL"] = server.url
     else:
         extra["SESSION_FILE_DIR"] = str(tmp_path / "sessions")
+        extra["SESSION_FILESYSTEM_ALLOW_WORKERS"] = "true"  # one host: the file locks hold across workers
     running = start_portal(tmp_path, port, portal_settings(emulator, "rotating", port, **extra))
     yield running
     stop(running.process)

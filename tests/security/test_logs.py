@@ -34,7 +34,8 @@ def test_redact_hides_secret_values_by_the_name_they_follow(text: str, hidden: l
 def portal(emulator: Emulator, tmp_path: Path) -> Iterator[Portal]:
     port = PORTAL_PORTS[1]
     settings = portal_settings(emulator, "short", port, SESSION_FILE_DIR=str(tmp_path / "store"),
-                               MEDIAFLOW_READ_TIMEOUT="0.5", GUNICORN_WORKERS="2")
+                               MEDIAFLOW_READ_TIMEOUT="0.5", GUNICORN_WORKERS="2",
+                               SESSION_FILESYSTEM_ALLOW_WORKERS="true")
     running = start_portal(tmp_path, port, settings)
     yield running
     stop(running.process)

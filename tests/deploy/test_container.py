@@ -1,0 +1,84 @@
+"""The Dockerfile's CMD, run outside Docker with the environment compose gives it and a real redis-server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+
+from tests.conftest import start_redis
+from tests.support import (
+    PORTAL_PORTS,
+    ROOT,
+    Emulator,
+    dockerfile_cmd,
+    env_with,
+    http_login,
+    portal_settings,
+    stage_image,
+    start_portal,
+    stop,
+)
+
+
+def compose_environment(emulator: Emulator, port: int, redis_url: str) -> dict[str, str]:
+    """What compose.yaml's portal service sets, with the emulator standing in for Mediaflow."""
+    return portal_settings(emulator, "portal-test", port, SESSION_BACKEND="redis", REDIS_URL=redis_url,
+                           GUNICORN_WORKERS="4", GUNICORN_THREADS="4", LOG_FORMAT="json", TRUSTED_PROXY_COUNT="0")
+
+
+def test_dockerfile_cmd_serves_health_readiness_and_a_login(emulator: Emulator, tmp_path: Path) -> None:
+    redis = start_redis(tmp_path)
+    port = PORTAL_PORTS[2]
+    portal = start_portal(tmp_path, port, compose_environment(emulator, port, redis.url))
+    try:
+        assert requests.get(f"{portal.url}/healthz", timeout=5).json() == {"status": "ok"}
+        assert requests.get(f"{portal.url}/readyz", timeout=5).json() == {"status": "ready"}
+        browser = http_login(portal.url)
+        assert "Welcome, Demo User" in browser.get(f"{portal.url}/", timeout=5).text
+        response = browser.get(f"{portal.url}/session", headers={"X-Request-ID": "trace-42"}, timeout=5)
+        assert response.headers["X-Request-ID"] == "trace-42"
+
+        redis.client.shutdown(save=False)
+        redis.process.wait(timeout=10)
+        ready = requests.get(f"{portal.url}/readyz", timeout=10)
+        assert ready.status_code == 503
+        assert "Redis" in ready.json()["reason"]
+        assert requests.get(f"{portal.url}/healthz", timeout=5).status_code == 200
+        page = browser.get(f"{portal.url}/", timeout=10)
+        assert page.status_code == 503 and "session store" in page.text
+    finally:
+        stop(portal.process)
+        redis.client.close()
+        stop(redis.process)
+
+    app_lines = [json.loads(line) for line in portal.logs().splitlines() if line.startswith("{")]
+    logins = [line for line in app_lines if line["message"].startswith("Login succeeded")]
+    assert logins and logins[0]["level"] == "info" and logins[0]["request_id"] != "-"
+    assert any("rid=trace-42" in line for line in portal.logs().splitlines()), "access log carries the request id"
+
+
+def test_filesystem_backend_with_several_workers_is_refused_at_start(tmp_path: Path) -> None:
+    app_dir = stage_image(tmp_path / "image")
+    env = env_with(GUNICORN_WORKERS="4", GUNICORN_BIND=f"127.0.0.1:{PORTAL_PORTS[2]}", SESSION_BACKEND="filesystem")
+    command = dockerfile_cmd()
+    result = subprocess.run([str(Path(sys.executable).parent / "gunicorn"), *command[1:]], cwd=app_dir, env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0
+    assert "SESSION_BACKEND=filesystem with 4 workers" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_dockerignore_keeps_secrets_venvs_caches_and_tests_out() -> None:
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    for entry in (".env", ".venv", "__pycache__", ".pytest_cache", ".mypy_cache", "tests", "instance"):
+        assert entry in ignored, entry
+
+
+def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
+    result = subprocess.run([str(Path(sys.executable).parent / "hadolint"), str(ROOT / "Dockerfile")],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
