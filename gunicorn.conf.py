@@ -7,8 +7,8 @@ import sys
 # gunicorn reads this file before it changes directory: make the portal importable from anywhere.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from portal.config import ConfigError, check_workers  # noqa: E402
-from portal.logs import redact_logger  # noqa: E402
+from portal.config import ConfigError, check_workers
+from portal.logs import redact_logger
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
