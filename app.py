@@ -10,7 +10,7 @@ from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from portal import auth, errors, health, logs, mediaflow, pages, security, sessions
+from portal import auth, cli, errors, health, logs, mediaflow, pages, security, sessions
 from portal.config import DEFAULTS, ConfigError, configure, settings_from_env
 
 
@@ -48,6 +48,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     # 4. Before every request: load the session's token set and refresh it when due.
     app.before_request(auth.load_session)
+
+    # 5. For scripts and servers: `flask --app app mediaflow password|refresh|me`.
+    app.cli.add_command(cli.cli)
 
     @app.context_processor
     def portal_context() -> dict[str, Any]:

@@ -1,0 +1,153 @@
+"""`flask mediaflow password|refresh|me` against the emulator, through Click's runner, with no mocks."""
+
+from __future__ import annotations
+
+import json
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from portal import cli
+from tests.support import Emulator, free_port
+
+
+@pytest.fixture
+def run(make_app: Callable[..., Flask]) -> Callable[..., Any]:
+    def invoke(*args: str, client_id: str = "portal-test", stdin: str | None = None, env: dict[str, str] | None = None,
+               **config: Any) -> Any:
+        app = make_app(client_id, **config)
+        return app.test_cli_runner().invoke(args=["mediaflow", *args], input=stdin, env=env)
+
+    return invoke
+
+
+def test_password_prompts_for_username_and_hidden_password(run: Callable[..., Any]) -> None:
+    result = run("password", stdin="demo\ndemo\n")
+    assert result.exit_code == 0, result.stderr
+    assert "Username" in result.stderr and "Password" in result.stderr
+    assert "demo\n" not in result.stderr.replace("Username: demo", "")  # the password is not echoed
+    token = json.loads(result.stdout)
+    assert set(token) == {"access_token", "token_type", "expires_in", "refresh_token"}
+
+
+def test_password_from_stdin_with_state_written_to_a_0600_file(run: Callable[..., Any], tmp_path: Path) -> None:
+    out = tmp_path / "token.json"
+    result = run("password", "--username", "editor", "--password-stdin", "--state", "st-9", "--out", str(out),
+                 stdin="editor\n")
+    assert result.exit_code == 0, result.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert json.loads(out.read_text())["state"] == "st-9"
+    assert "access_token" not in result.stdout
+
+
+def test_password_is_never_a_command_line_argument(run: Callable[..., Any]) -> None:
+    result = run("password", "--username", "demo", "--password", "demo")
+    assert result.exit_code == 2
+    assert "No such option" in result.stderr
+
+
+def test_refresh_from_a_token_file_keeps_the_old_refresh_token(run: Callable[..., Any], tmp_path: Path,
+                                                               emulator: Emulator) -> None:
+    out = tmp_path / "token.json"
+    assert run("password", "--username", "demo", "--password-stdin", "--out", str(out), client_id="short",
+               stdin="demo\n").exit_code == 0
+    old = json.loads(out.read_text())
+    result = run("refresh", "--refresh-token-file", str(out), client_id="short")
+    assert result.exit_code == 0, result.stderr
+    new = json.loads(result.stdout)
+    assert new["access_token"] != old["access_token"]
+    assert new["refresh_token"] == old["refresh_token"]  # Mediaflow sent none: the old one is kept
+    assert emulator.refreshes() == 1
+
+
+def test_refresh_from_the_environment_with_rotation_prints_the_new_refresh_token(run: Callable[..., Any],
+                                                                                 tmp_path: Path) -> None:
+    out = tmp_path / "token.json"
+    run("password", "--username", "demo", "--password-stdin", "--out", str(out), client_id="rotating", stdin="demo\n")
+    old = json.loads(out.read_text())["refresh_token"]
+    result = run("refresh", client_id="rotating", env={"MEDIAFLOW_REFRESH_TOKEN": old})
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["refresh_token"] not in ("", None, old)
+
+
+def test_me_shows_that_a_token_works(run: Callable[..., Any], tmp_path: Path) -> None:
+    out = tmp_path / "token.json"
+    run("password", "--username", "editor", "--password-stdin", "--out", str(out), stdin="editor\n")
+    result = run("me", "--token-file", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["name"] == "Erika Editor"
+    assert json.loads(out.read_text())["access_token"] not in result.stdout
+
+
+ERRORS = [
+    ("wrong-credentials", ["password", "--username", "demo", "--password-stdin"], {"stdin": "wrong\n"},
+     cli.EXIT_CREDENTIALS, "refused the username or password"),
+    ("not-allowed", ["password", "--username", "demo", "--password-stdin"],
+     {"stdin": "demo\n", "client_id": "code-only"}, cli.EXIT_NOT_ALLOWED, "unauthorized_client"),
+    ("invalid-grant", ["refresh"], {"env": {"MEDIAFLOW_REFRESH_TOKEN": "not-a-token"}, "client_id": "short"},
+     cli.EXIT_INVALID_GRANT, "invalid_grant"),
+    ("missing-setting", ["refresh"], {"env": {"MEDIAFLOW_REFRESH_TOKEN": ""}}, cli.EXIT_SETTING,
+     "MEDIAFLOW_REFRESH_TOKEN"),
+    ("empty-password", ["password", "--username", "demo", "--password-stdin"], {"stdin": "\n"}, cli.EXIT_SETTING,
+     "no password"),
+]
+
+
+@pytest.mark.parametrize(("args", "options", "code", "message"), [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS])
+def test_each_error_is_one_line_with_its_own_exit_code(run: Callable[..., Any], args: list[str],
+                                                       options: dict[str, Any], code: int, message: str) -> None:
+    result = run(*args, **options)
+    assert result.exit_code == code
+    lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1 and message in lines[0]
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("fault", "code", "message"),
+    [({"kind": "delay", "delay": 1.5}, cli.EXIT_UNREACHABLE, "did not answer in time"),
+     ({"kind": "drop"}, cli.EXIT_UNREACHABLE, "cannot be reached"),
+     ({"kind": "garbage"}, cli.EXIT_BAD_ANSWER, "without JSON"),
+     ({"kind": "status", "status": 503}, cli.EXIT_BAD_ANSWER, "HTTP 503")],
+    ids=["timeout", "dropped", "non-json", "503"],
+)
+def test_mediaflow_failures_have_their_own_exit_codes(run: Callable[..., Any], emulator: Emulator,
+                                                      fault: dict[str, Any], code: int, message: str) -> None:
+    emulator.fault(endpoint="token", **fault)
+    result = run("password", "--username", "demo", "--password-stdin", stdin="demo\n", MEDIAFLOW_READ_TIMEOUT=0.5)
+    assert result.exit_code == code
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unreachable_mediaflow(run: Callable[..., Any]) -> None:
+    result = run("password", "--username", "demo", "--password-stdin", stdin="demo\n",
+                 MEDIAFLOW_TOKEN_URL=f"http://127.0.0.1:{free_port()}/token")
+    assert result.exit_code == cli.EXIT_UNREACHABLE
+    assert "cannot be reached" in result.stderr
+
+
+def test_expired_access_token_for_me(run: Callable[..., Any], tmp_path: Path) -> None:
+    token = tmp_path / "token.txt"
+    token.write_text("expired-or-unknown-token\n")
+    result = run("me", "--token-file", str(token))
+    assert result.exit_code == cli.EXIT_INVALID_GRANT
+    assert "HTTP 401" in result.stderr
+
+
+def test_a_missing_setting_stops_the_command_with_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.support import ROOT, env_with
+
+    env = env_with(MEDIAFLOW_CLIENT_ID="some-client", PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "mediaflow", "refresh"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == cli.EXIT_SETTING
+    assert result.stderr.strip().endswith("MEDIAFLOW_CLIENT_SECRET is not set: Mediaflow requires it with "
+                                          "MEDIAFLOW_CLIENT_ID")
+    assert "Traceback" not in result.stderr
