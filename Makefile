@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 .PHONY: run test lint bench screenshots clean
 
 run: $(STAMP) ## Serve the portal on http://127.0.0.1:5000 (with the emulator when no client id is set)
-	$(BIN)/python scripts/run.py
+	$(BIN)/python -m scripts.run
 
 test: $(STAMP) lint ## Lint, type-check and run the whole test suite
 	$(BIN)/python -m pytest
@@ -21,7 +21,7 @@ bench: $(STAMP) ## Measure the portal's overhead (see docs/BENCHMARKS.md)
 	$(BIN)/python bench/run.py
 
 screenshots: $(STAMP) ## Retake the README's screenshots in Chromium
-	$(BIN)/python scripts/screenshots.py
+	$(BIN)/python -m scripts.screenshots
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -1,0 +1,88 @@
+"""`make screenshots`: take the README's screenshots in Chromium, in demo mode, on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from playwright.sync_api import Page, sync_playwright
+
+from emulator.config import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "docs" / "screenshots"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_up(url: str) -> None:
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url, timeout=1).close()  # noqa: S310 - loopback URL built here
+            return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"{url} did not answer")
+
+
+def shoot(page: Page, name: str) -> None:
+    page.screenshot(path=str(OUT / f"{name}.png"))
+    print(f"wrote docs/screenshots/{name}.png")
+
+
+def main() -> None:
+    emulator_port, portal_port = free_port(), free_port()
+    portal = f"http://127.0.0.1:{portal_port}"
+    work = Path(tempfile.mkdtemp(prefix="portal-screenshots-"))
+    config = work / "emulator.json"
+    config.write_text(json.dumps({"clients": [{"id": DEMO_CLIENT_ID, "secret": DEMO_CLIENT_SECRET,
+                                               "redirect_uris": [f"{portal}/callback"]}]}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEDIAFLOW_", "SESSION_", "REDIS_"))}
+    env.update(MEDIAFLOW_EMULATOR_URL=f"http://127.0.0.1:{emulator_port}", SESSION_FILE_DIR=str(work),
+               MEDIAFLOW_REDIRECT_URI=f"{portal}/callback")
+    children = [
+        subprocess.Popen([sys.executable, "-m", "emulator", "--port", str(emulator_port), "--config", str(config)],
+                         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "run", "--port", str(portal_port)],
+                         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+    ]
+    try:
+        wait_until_up(f"http://127.0.0.1:{emulator_port}/_emulator/stats")
+        wait_until_up(f"{portal}/healthz")
+        OUT.mkdir(parents=True, exist_ok=True)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
+            page = browser.new_page(viewport={"width": 960, "height": 640})
+            page.goto(f"{portal}/")
+            shoot(page, "landing")
+            page.get_by_role("link", name="Log in with Mediaflow").click()
+            shoot(page, "emulator-login")
+            page.get_by_label("Username").fill("demo")
+            page.get_by_label("Password").fill("demo")
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url(f"{portal}/")
+            shoot(page, "home")
+            page.goto(f"{portal}/callback?code=old&state=from-another-tab")
+            shoot(page, "error-state")
+            browser.close()
+    finally:
+        for child in children:
+            child.terminate()
+            child.wait()
+
+
+if __name__ == "__main__":
+    main()

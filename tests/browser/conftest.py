@@ -1,0 +1,76 @@
+"""A real Chromium (Debian's), driven by Playwright, against the portal under gunicorn and the emulator."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.conftest import RedisServer
+from tests.support import PORTAL_PORTS, Emulator, Portal, portal_settings, require_binary, start_portal, stop
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    require_binary(CHROMIUM, "Chromium")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def portal(emulator: Emulator, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
+    """The portal as deployed: gunicorn, 2 workers, Redis; tokens live 4 s so expiry can be watched."""
+    port = PORTAL_PORTS[3]
+    settings = portal_settings(emulator, "short", port, SESSION_BACKEND="redis", REDIS_URL=redis_server.url,
+                               GUNICORN_WORKERS="2", MEDIAFLOW_READ_TIMEOUT="1")
+    running = start_portal(tmp_path_factory.mktemp("browser-portal"), port, settings)
+    yield running
+    stop(running.process)
+
+
+@pytest.fixture
+def page(browser: Browser, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A fresh browser profile per test; its last page is saved as a screenshot in the test's temp folder."""
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    opened = context.new_page()
+    yield opened
+    for number, each in enumerate(context.pages):
+        each.screenshot(path=str(tmp_path / f"{request.node.name}-{number}.png"), full_page=True)
+    context.close()
+
+
+def assert_accessible(page: Page) -> None:
+    """axe-core finds no serious or critical violation on the page as it is now."""
+    results = Axe().run(page)
+    serious = [(v["id"], v["help"], len(v["nodes"])) for v in results.response["violations"]
+               if v.get("impact") in ("serious", "critical")]
+    assert not serious, f"{page.url}: {serious}"
+
+
+def sign_in(page: Page, username: str = "demo", password: str = "demo") -> None:
+    """Fill the emulator's login form as a person would."""
+    assert "Sign in to Mediaflow" in page.content()
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def log_in(page: Page, portal: Portal) -> None:
+    page.goto(f"{portal.url}/")
+    page.get_by_role("link", name="Log in with Mediaflow").click()
+    sign_in(page)
+    page.wait_for_url(f"{portal.url}/")
+
+
+def text(page: Page) -> Any:
+    return page.inner_text("body")
