@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench screenshots clean
+.PHONY: run test lint bench profile screenshots clean
 
 run: $(STAMP) ## Serve the portal on http://127.0.0.1:5000 (with the emulator when no client id is set)
 	$(BIN)/python -m scripts.run
@@ -18,7 +18,13 @@ lint: $(STAMP)
 	$(BIN)/hadolint Dockerfile
 
 bench: $(STAMP) ## Measure the portal's overhead (see docs/BENCHMARKS.md)
-	$(BIN)/python bench/run.py
+	@command -v wrk >/dev/null && command -v redis-server >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq wrk redis-server)
+	$(BIN)/python -m bench.run
+
+profile: $(STAMP) ## Where an authenticated request's time goes (pyinstrument)
+	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
+	$(BIN)/python -m bench.profile
 
 screenshots: $(STAMP) ## Retake the README's screenshots in Chromium
 	$(BIN)/python -m scripts.screenshots

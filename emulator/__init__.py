@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from authlib.oauth2 import OAuth2Error
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from .config import GRANT_TYPES, EmulatorConfig, default_config
@@ -29,7 +29,8 @@ def create_app(config: EmulatorConfig | None = None) -> Flask:
 
     @app.before_request
     def inject_fault() -> Any:
-        area = {"authorize": "authorize", "token": "token", "me": "api"}.get(request.endpoint or "")
+        g.started = time.perf_counter()
+        area = _area()
         fault = faults.take(area) if area else None
         if fault is None:
             return None
@@ -46,6 +47,13 @@ def create_app(config: EmulatorConfig | None = None) -> Flask:
         if fault.kind == "oauth_error":
             return jsonify(error=fault.error, error_description="Injected by the emulator."), fault.status
         return jsonify(status=fault.status, error="Injected fault."), fault.status
+
+    @app.after_request
+    def count_time(response: Response) -> Response:
+        area = _area()
+        if area and "started" in g:
+            stats.busy(area, time.perf_counter() - g.started)
+        return response
 
     @app.route("/authorize", methods=["GET", "POST"])
     def authorize() -> Any:
@@ -121,6 +129,10 @@ def create_app(config: EmulatorConfig | None = None) -> Flask:
         return render_template("emulator/error.html", error=error), error.code
 
     return app
+
+
+def _area() -> str | None:
+    return {"authorize": "authorize", "token": "token", "me": "api"}.get(request.endpoint or "")
 
 
 def _grant_bucket() -> str:

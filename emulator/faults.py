@@ -94,12 +94,18 @@ class Stats:
         self._tokens: Counter[tuple[str, str]] = Counter()
         self._api: Counter[str] = Counter()
         self._recent: deque[dict[str, Any]] = deque(maxlen=50)
+        self._seconds: dict[str, float] = {}
 
     def token_request(self, grant_type: str, ok: bool, shape: dict[str, Any] | None = None) -> None:
         with self._lock:
             self._tokens[(grant_type, "ok" if ok else "failed")] += 1
             if shape is not None:
                 self._recent.append(shape | {"ok": ok})
+
+    def busy(self, area: str, seconds: float) -> None:
+        """Time spent answering, so benchmarks can tell the emulator's share from the portal's."""
+        with self._lock:
+            self._seconds[area] = self._seconds.get(area, 0.0) + seconds
 
     def api_call(self, path: str) -> None:
         with self._lock:
@@ -110,10 +116,12 @@ class Stats:
             self._tokens.clear()
             self._api.clear()
             self._recent.clear()
+            self._seconds.clear()
 
     def as_json(self) -> dict[str, Any]:
         with self._lock:
             tokens: dict[str, dict[str, int]] = {}
             for (grant, outcome), n in self._tokens.items():
                 tokens.setdefault(grant, {"ok": 0, "failed": 0})[outcome] = n
-            return {"token": tokens, "api": dict(self._api), "recent_token_requests": list(self._recent)}
+            return {"token": tokens, "api": dict(self._api), "recent_token_requests": list(self._recent),
+                    "busy_ms": {area: round(seconds * 1000, 3) for area, seconds in self._seconds.items()}}

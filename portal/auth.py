@@ -13,7 +13,7 @@ from flask import Blueprint, abort, current_app, flash, g, redirect, render_temp
 from werkzeug.wrappers import Response
 
 from . import mediaflow
-from .sessions import check_store_is_up, regenerate_id, token_store
+from .sessions import check_store_is_up, regenerate_id, token_cache, token_store
 from .tokens import RefreshPolicy, SessionEnded, TokenSet, new_key, refresh_if_due
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def logout() -> Response:
     """End the session: delete its server-side record and the token set, and clear the cookie."""
     key = session.get("tokens_key")
     if key:
-        token_store().delete(key)
+        forget_tokens(key)
         log.info("Logout of user %s", (session.get("user") or {}).get("id"))
     session.clear()
     flash("You are logged out of the portal.")
@@ -140,13 +140,18 @@ def load_session() -> Any:
         ttl=token_ttl(),
     )
     try:
-        g.tokens = refresh_if_due(token_store(), key, policy)
+        g.tokens = refresh_if_due(token_store(), key, policy, token_cache())
     except SessionEnded:
         return _session_ended("mediaflow")
     g.user = session.get("user")
     if now - session.get("seen_at", 0) > min(SEEN_RESOLUTION, config["SESSION_IDLE_TIMEOUT"] / 10):
         session["seen_at"] = now
     return None
+
+
+def forget_tokens(key: str) -> None:
+    token_store().delete(key)
+    token_cache().forget(key)
 
 
 def token_ttl() -> int:
@@ -169,7 +174,7 @@ def _start_session(tokens: TokenSet) -> None:
     """Store the token set under a new key and give the session a new id."""
     old_key = session.pop("tokens_key", None)
     if old_key:
-        token_store().delete(old_key)
+        forget_tokens(old_key)
     user = {"id": None, "name": "Mediaflow user"}
     try:
         me = mediaflow.fetch_me(tokens.access_token)
@@ -188,7 +193,7 @@ def _session_ended(reason: str) -> Any:
     """Forget the Mediaflow session politely and offer to log in again, back to this page."""
     key = session.pop("tokens_key", None)
     if key:
-        token_store().delete(key)
+        forget_tokens(key)
     for name in ("user", "login_at", "seen_at"):
         session.pop(name, None)
     log.info("Session ended (%s)", reason)

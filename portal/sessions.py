@@ -15,7 +15,7 @@ from flask_session.cachelib import CacheLibSessionInterface
 from flask_session.redis import RedisSessionInterface
 from werkzeug.wrappers import Request, Response
 
-from .tokens import FileTokenStore, RedisTokenStore, StoreUnavailable, TokenStore
+from .tokens import FileTokenStore, LocalCache, RedisTokenStore, StoreUnavailable, TokenStore
 
 log = logging.getLogger(__name__)
 STORE_ERRORS = (redis.exceptions.RedisError, OSError)
@@ -92,11 +92,17 @@ def init_app(app: Flask) -> None:
         app.session_interface = GuardedCacheLibSessionInterface(app, client=cache, **options)
         store = FileTokenStore(base / "tokens")
     app.extensions["mediaflow_tokens"] = store
+    app.extensions["mediaflow_token_cache"] = LocalCache()
 
 
 def token_store() -> TokenStore:
     store: TokenStore = current_app.extensions["mediaflow_tokens"]
     return store
+
+
+def token_cache() -> LocalCache:
+    cache: LocalCache = current_app.extensions["mediaflow_token_cache"]
+    return cache
 
 
 def check_store_is_up() -> None:

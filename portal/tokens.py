@@ -12,7 +12,9 @@ import logging
 import os
 import secrets
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -183,6 +185,38 @@ class RedisTokenStore:
             raise StoreUnavailable("the session store (Redis) did not answer in time") from None
 
 
+class LocalCache:
+    """This worker's copies of token sets, trusted only while they are not due.
+
+    A token set changes only when it is due (refresh) or when it is deleted, and the session record
+    that points at it goes with it. So a copy that is not due is as good as the stored one, and every
+    decision to refresh re-reads the store under the lock. This saves one store round trip per request.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._items: OrderedDict[str, TokenSet] = OrderedDict()
+
+    def get(self, key: str) -> TokenSet | None:
+        with self._lock:
+            tokens = self._items.get(key)
+            if tokens is not None:
+                self._items.move_to_end(key)
+            return tokens
+
+    def put(self, key: str, tokens: TokenSet) -> None:
+        with self._lock:
+            self._items[key] = tokens
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+
 def new_key() -> str:
     return secrets.token_urlsafe(32)
 
@@ -194,8 +228,17 @@ class RefreshPolicy:
     ttl: int
 
 
-def refresh_if_due(store: TokenStore, key: str, policy: RefreshPolicy) -> TokenSet:
+def refresh_if_due(store: TokenStore, key: str, policy: RefreshPolicy, cache: LocalCache) -> TokenSet:
     """Return a usable token set, refreshing it first when due; at most one refresh per session at a time."""
+    tokens = cache.get(key)
+    if tokens is not None and not tokens.is_due(policy.leeway):
+        return tokens
+    tokens = _locked_refresh_if_due(store, key, policy)
+    cache.put(key, tokens)
+    return tokens
+
+
+def _locked_refresh_if_due(store: TokenStore, key: str, policy: RefreshPolicy) -> TokenSet:
     tokens = store.get(key)
     if tokens is None:
         raise SessionEnded("no token set is stored for this session")

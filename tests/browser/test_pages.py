@@ -68,8 +68,10 @@ def test_keyboard_alone_can_log_in_with_visible_focus(page: Page, portal: Portal
     assert outline not in ("none", "")
     page.keyboard.press("Enter")
     page.wait_for_url("**/authorize?*")
-    page.keyboard.type("demo")  # the username field has focus
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'username'")  # autofocus
+    page.keyboard.type("demo")
     page.keyboard.press("Tab")
+    page.wait_for_function("document.activeElement.id === 'password'")
     page.keyboard.type("demo")
     page.keyboard.press("Enter")
     page.wait_for_url(f"{portal.url}/")

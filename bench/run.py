@@ -1,0 +1,332 @@
+"""`make bench`: what the portal costs on top of a bare Flask route, measured on loopback.
+
+Starts Redis, the emulator, the portal under gunicorn (filesystem and Redis backends), a bare Flask
+app and a minimal Flask-Dance app, all with the same gunicorn settings; drives load with wrk from a
+second process; prints one table. See docs/BENCHMARKS.md for a recorded run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import redis
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+WORKERS, THREADS = "2", "8"
+WRK_SECONDS, WRK_CONNECTIONS, ROUNDS = 5, 16, 5
+SECRET = "bench-secret-key-0123456789-abcdefghijklmnop"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(url: str, process: subprocess.Popen[bytes]) -> None:
+    for _ in range(200):
+        if process.poll() is not None:
+            sys.exit(f"bench: a process for {url} stopped at start")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.1)
+    sys.exit(f"bench: {url} did not answer")
+
+
+@dataclass
+class Stack:
+    work: Path
+    redis_url: str
+    emulator: str
+    urls: dict[str, str]
+
+
+@contextmanager
+def running_stack() -> Iterator[Stack]:
+    """Start Redis, the emulator and four gunicorn apps; stop them all afterwards."""
+    for tool in ("wrk", "redis-server"):
+        if not shutil.which(tool):
+            sys.exit(f"bench: {tool} is missing (apt-get install wrk redis-server)")
+    work = Path(tempfile.mkdtemp(prefix="portal-bench-"))
+    names = ("redis", "emulator", "filesystem", "redis-portal", "redis-large", "rotating", "bare", "dance")
+    ports = {name: free_port() for name in names}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    callbacks = [f"{urls[n]}/callback" for n in ("filesystem", "redis-portal", "redis-large", "rotating")]
+    config = {"clients": [
+        {"id": "bench", "secret": "bench-secret-0123456789", "redirect_uris": callbacks},
+        {"id": "bench-rotating", "secret": "bench-secret-0123456789", "redirect_uris": callbacks,
+         "expires_in": 4, "rotate_refresh_tokens": True},
+        {"id": "dance", "secret": "bench-secret-0123456789", "expires_in": 4, "rotate_refresh_tokens": True,
+         "redirect_uris": [f"{urls['dance']}/login/mediaflow/authorized"]},
+    ]}
+    (work / "emulator.json").write_text(json.dumps(config))
+    children: list[subprocess.Popen[bytes]] = []
+
+    def spawn(command: list[str], **env: str) -> subprocess.Popen[bytes]:
+        environment = {k: v for k, v in os.environ.items()
+                       if not k.startswith(("MEDIAFLOW_", "SESSION_", "REDIS_", "GUNICORN_", "LOG_"))}
+        environment.update(PYTHONPATH=str(ROOT), **env)
+        child = subprocess.Popen(command, cwd=work, env=environment, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        children.append(child)
+        return child
+
+    def gunicorn(name: str, app: str, **env: str) -> None:
+        child = spawn([str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), app],
+                      GUNICORN_BIND=f"127.0.0.1:{ports[name]}", GUNICORN_WORKERS=WORKERS, GUNICORN_THREADS=THREADS,
+                      SESSION_FILESYSTEM_ALLOW_WORKERS="true", **env)
+        wait_for(f"{urls[name]}/session", child)
+
+    try:
+        server = spawn(["redis-server", "--port", str(ports["redis"]), "--bind", "127.0.0.1", "--save", "",
+                        "--appendonly", "no", "--dir", str(work)])
+        redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
+        for _ in range(100):
+            try:
+                redis.Redis.from_url(redis_url).ping()
+                break
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.05)
+        emulator = spawn([sys.executable, "-m", "emulator", "--port", str(ports["emulator"]),
+                          "--config", str(work / "emulator.json")])
+        wait_for(f"{urls['emulator']}/_emulator/stats", emulator)
+        portal = {"MEDIAFLOW_CLIENT_SECRET": "bench-secret-0123456789", "SECRET_KEY": SECRET,
+                  "MEDIAFLOW_AUTHORIZE_URL": f"{urls['emulator']}/authorize",
+                  "MEDIAFLOW_TOKEN_URL": f"{urls['emulator']}/1/oauth2/token",
+                  "MEDIAFLOW_API_BASE": f"{urls['emulator']}/1", "SESSION_COOKIE_SECURE": "false"}
+        gunicorn("filesystem", "app:create_app()", SESSION_BACKEND="filesystem", SESSION_FILE_DIR=str(work / "fs"),
+                 MEDIAFLOW_CLIENT_ID="bench", MEDIAFLOW_REDIRECT_URI=f"{urls['filesystem']}/callback", **portal)
+        gunicorn("redis-portal", "app:create_app()", SESSION_BACKEND="redis", REDIS_URL=redis_url,
+                 MEDIAFLOW_CLIENT_ID="bench", MEDIAFLOW_REDIRECT_URI=f"{urls['redis-portal']}/callback", **portal)
+        # The same server, another database: the one that will hold 100,000 sessions.
+        gunicorn("redis-large", "app:create_app()", SESSION_BACKEND="redis", REDIS_URL=redis_url[:-1] + "1",
+                 MEDIAFLOW_CLIENT_ID="bench", MEDIAFLOW_REDIRECT_URI=f"{urls['redis-large']}/callback", **portal)
+        # Tokens that live 4 s and rotate, for the refresh-under-load case.
+        gunicorn("rotating", "app:create_app()", SESSION_BACKEND="redis", REDIS_URL=redis_url,
+                 MEDIAFLOW_CLIENT_ID="bench-rotating", MEDIAFLOW_REDIRECT_URI=f"{urls['rotating']}/callback", **portal)
+        gunicorn("bare", "bench.bare_app:create_app()")
+        gunicorn("dance", "bench.flask_dance_app:create_app()", SECRET_KEY=SECRET, MEDIAFLOW_CLIENT_ID="dance",
+                 MEDIAFLOW_CLIENT_SECRET="bench-secret-0123456789", MEDIAFLOW_EMULATOR_URL=urls["emulator"],
+                 OAUTHLIB_INSECURE_TRANSPORT="1")
+        assert server.poll() is None
+        yield Stack(work, redis_url, urls["emulator"], urls)
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def sign_in(authorize_url: str) -> str:
+    answer = requests.post(authorize_url, data={"username": "demo", "password": "demo", "action": "allow"},
+                           allow_redirects=False, timeout=10)
+    return str(answer.headers["Location"])
+
+
+def log_in(portal: str, login_path: str = "/login") -> requests.Session:
+    browser = requests.Session()
+    login = browser.get(portal + login_path, allow_redirects=False, timeout=10)
+    browser.get(sign_in(login.headers["Location"]), timeout=10).raise_for_status()
+    return browser
+
+
+def cookie_header(browser: requests.Session) -> str:
+    return "; ".join(f"{c.name}={c.value}" for c in browser.cookies)
+
+
+def wrk(url: str, cookie: str | None = None) -> dict[str, float]:
+    """Requests per second and latency percentiles from wrk, run as its own process."""
+    command = ["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{WRK_SECONDS}s", "--latency", url]
+    if cookie:
+        command[1:1] = ["-H", f"Cookie: {cookie}"]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in output:
+        sys.exit(f"bench: wrk saw errors on {url}:\n{output}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+
+    def percentile(p: str) -> float:
+        value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", output).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    return {"rps": rps, "p50": percentile("50"), "p99": percentile("99")}
+
+
+def emulator_stats(stack: Stack) -> dict[str, Any]:
+    return dict(requests.get(f"{stack.emulator}/_emulator/stats", timeout=5).json())
+
+
+def reset(stack: Stack) -> None:
+    requests.post(f"{stack.emulator}/_emulator/reset", timeout=5)
+
+
+def all_at_once(url: str, cookie: str, count: int) -> list[tuple[int, float]]:
+    """`count` requests with one cookie, released together; (status, milliseconds) each."""
+    gate = threading.Barrier(count)
+
+    def one(_: int) -> tuple[int, float]:
+        gate.wait()
+        started = time.perf_counter()
+        status = requests.get(url, headers={"Cookie": cookie}, timeout=60).status_code
+        return status, (time.perf_counter() - started) * 1000
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def login_round_trip(stack: Stack, rounds: int = 30) -> dict[str, float]:
+    """/login → authorize → callback → /, over HTTP; the emulator's own time counted apart."""
+    portal = stack.urls["redis-portal"]
+    totals = []
+    reset(stack)
+    for _ in range(rounds):
+        browser = requests.Session()
+        started = time.perf_counter()
+        login = browser.get(f"{portal}/login", allow_redirects=False, timeout=10)
+        authorize = browser.get(login.headers["Location"], timeout=10)
+        authorize.raise_for_status()
+        callback = sign_in(login.headers["Location"])
+        home = browser.get(callback, timeout=10)
+        assert "Welcome" in home.text
+        totals.append((time.perf_counter() - started) * 1000)
+    emulator_ms = sum(emulator_stats(stack)["busy_ms"].values()) / rounds
+    total = statistics.mean(totals)
+    return {"total": total, "emulator": emulator_ms, "portal": total - emulator_ms}
+
+
+def refresh_under_load(stack: Stack, url: str, login: Callable[[], requests.Session], rounds: int = 3
+                       ) -> dict[str, float]:
+    """64 parallel requests right after expiry, against 64 with a fresh token; refreshes counted."""
+    fresh, expired, refreshes, failures = [], [], [], []
+    for _ in range(rounds):
+        browser = login()
+        logged_in_at = time.monotonic()
+        cookie = cookie_header(browser)
+        fresh += [ms for status, ms in all_at_once(url, cookie, 64) if status == 200]
+        time.sleep(max(0.0, 4.3 - (time.monotonic() - logged_in_at)))
+        reset(stack)
+        results = all_at_once(url, cookie, 64)
+        expired += [ms for _, ms in results]
+        failures.append(sum(1 for status, _ in results if status != 200))
+        token = emulator_stats(stack)["token"].get("refresh_token", {})
+        refreshes.append(token.get("ok", 0) + token.get("failed", 0))
+    baseline = statistics.median(fresh)
+    return {"refreshes": statistics.mean(refreshes), "failed_requests": statistics.mean(failures),
+            "extra_p50": statistics.median(expired) - baseline, "extra_max": max(expired) - baseline}
+
+
+def fill_sessions(redis_url: str, total: int) -> None:
+    """Add logged-in sessions (session record + token set) to a Redis database until it holds `total`."""
+    client = redis.Redis.from_url(redis_url)
+    have = len(client.keys("mediaflow:session:*"))
+    encoder = msgspec.msgpack.Encoder()
+    now = time.time()
+    pipe = client.pipeline(transaction=False)
+    for number in range(have, total):
+        key = f"bench{number:08d}"
+        pipe.set(f"mediaflow:session:{key}", encoder.encode(
+            {"tokens_key": key, "user": {"id": 1, "name": "Demo User"}, "login_at": now, "seen_at": now,
+             "_permanent": True}), ex=3600)
+        pipe.set(f"mediaflow:tokens:{key}", json.dumps(
+            {"access_token": "a" * 42, "refresh_token": "r" * 48, "expires_at": now + 3600, "lifetime": 3600,
+             "obtained_at": now, "refreshed_at": None, "retry_at": 0.0, "failures": 0}), ex=3600)
+        if number % 5000 == 0:
+            pipe.execute()
+    pipe.execute()
+    client.close()
+
+
+def interleaved(targets: dict[str, tuple[str, str | None]]) -> dict[str, list[dict[str, float]]]:
+    """ROUNDS rounds of every target in turn, so drift on a shared machine hits all of them alike."""
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+    for _ in range(ROUNDS):
+        for name, (url, cookie) in targets.items():
+            results[name].append(wrk(url, cookie))
+    return results
+
+
+def summary(runs: list[dict[str, float]], bare: list[dict[str, float]] | None = None) -> tuple[str, str]:
+    median = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")}
+    text = f"{median['rps']:.0f} req/s, p50 {median['p50']:.2f} ms, p99 {median['p99']:.2f} ms"
+    if bare is None:
+        return text, ""
+    return text, f"{statistics.median(r['rps'] / b['rps'] for r, b in zip(runs, bare, strict=True)):.2f}"
+
+
+def main() -> None:
+    rows: list[tuple[str, str, str]] = []
+    with running_stack() as stack:
+        print("bench: measuring (about 5 minutes)…", flush=True)
+        fill_sessions(stack.redis_url, 100)
+        fill_sessions(stack.redis_url[:-1] + "1", 100_000)
+
+        def dance_login() -> requests.Session:
+            return log_in(stack.urls["dance"], "/login/mediaflow")
+
+        def page(name: str, login: Callable[[], requests.Session] | None = None) -> tuple[str, str | None]:
+            browser = login() if login else log_in(stack.urls[name])
+            return f"{stack.urls[name]}/session", cookie_header(browser)
+
+        runs = interleaved({
+            "bare": (f"{stack.urls['bare']}/session", None),
+            "filesystem": page("filesystem"),
+            "redis": page("redis-portal"),
+            "redis-large": page("redis-large"),
+            "dance": page("dance", dance_login),
+        })
+        bare = runs["bare"]
+        rows.append(("1 throughput: bare Flask route", summary(bare)[0], "1.00"))
+        rows.append(("1 throughput: portal, filesystem backend", *summary(runs["filesystem"], bare)))
+        rows.append(("1 throughput: portal, Redis backend", *summary(runs["redis"], bare)))
+
+        login = login_round_trip(stack)
+        rows.append(("2 login round trip (mean of 30)", f"{login['total']:.1f} ms: portal {login['portal']:.1f} ms, "
+                     f"emulator {login['emulator']:.1f} ms", ""))
+
+        refresh = refresh_under_load(stack, f"{stack.urls['rotating']}/session",
+                                     lambda: log_in(stack.urls["rotating"]))
+        rows.append(("3 refresh under load: portal, 64 parallel", f"{refresh['refreshes']:.0f} refresh(es), "
+                     f"{refresh['failed_requests']:.0f} failed; waiting adds {refresh['extra_p50']:.1f} ms (p50), "
+                     f"{refresh['extra_max']:.1f} ms (max)", "target: 1"))
+
+        scale = statistics.median(large["rps"] / small["rps"]
+                                  for small, large in zip(runs["redis"], runs["redis-large"], strict=True))
+        rows.append(("4 scale: Redis, 100 → 100,000 sessions", f"{summary(runs['redis'])[0].split(',')[0]} → "
+                     f"{summary(runs['redis-large'])[0].split(',')[0]}", f"{scale:.2f}"))
+
+        rows.append(("5 Flask-Dance: throughput", *summary(runs["dance"], bare)))
+        dance_refresh = refresh_under_load(stack, f"{stack.urls['dance']}/me", dance_login)
+        rows.append(("5 Flask-Dance: refresh under load, 64 parallel", f"{dance_refresh['refreshes']:.0f} "
+                     f"refresh(es), {dance_refresh['failed_requests']:.0f} failed", ""))
+
+    width = max(len(r[0]) for r in rows)
+    print(f"\nworkers={WORKERS} threads={THREADS}; wrk -t1 -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s, "
+          f"{ROUNDS} interleaved rounds, medians; ratios are per round, against the bare route\n")
+    print(f"{'case':<{width}}  {'result':<80}  ratio")
+    for case, outcome, ratio in rows:
+        print(f"{case:<{width}}  {outcome:<80}  {ratio}")
+
+
+if __name__ == "__main__":
+    main()
