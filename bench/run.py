@@ -32,7 +32,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 WORKERS, THREADS = "2", "8"
-WRK_SECONDS, WRK_CONNECTIONS, ROUNDS = 5, 16, 5
+WRK_SECONDS, WRK_CONNECTIONS, ROUNDS = 5, 16, 7
 SECRET = "bench-secret-key-0123456789-abcdefghijklmnop"
 
 
@@ -277,7 +277,7 @@ def summary(runs: list[dict[str, float]], bare: list[dict[str, float]] | None = 
 def main() -> None:
     rows: list[tuple[str, str, str]] = []
     with running_stack() as stack:
-        print("bench: measuring (about 5 minutes)…", flush=True)
+        print("bench: measuring (about 4 minutes)…", flush=True)
         fill_sessions(stack.redis_url, 100)
         fill_sessions(stack.redis_url[:-1] + "1", 100_000)
 

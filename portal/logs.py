@@ -14,11 +14,11 @@ from flask import Flask, Response, g, has_request_context, request
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 # Values after these names are secrets wherever they show up: query strings, form bodies, JSON, headers.
-SECRET_NAMES = r"(?:access_token|refresh_token|id_token|code|code_verifier|client_secret|password|state)"  # noqa: S105 - names, not values
+REDACTED_FIELDS = r"(?:access_token|refresh_token|id_token|code|code_verifier|client_secret|password|state)"
 PATTERNS = [
-    (re.compile(rf"(?i)(\b{SECRET_NAMES}=)[^&\s\"']+"), r"\1[redacted]"),
-    (re.compile(rf"(?i)(\"{SECRET_NAMES}\"\s*:\s*\")[^\"]*"), r"\1[redacted]"),
-    (re.compile(rf"(?i)('{SECRET_NAMES}'\s*:\s*')[^']*"), r"\1[redacted]"),
+    (re.compile(rf"(?i)(\b{REDACTED_FIELDS}=)[^&\s\"']+"), r"\1[redacted]"),
+    (re.compile(rf"(?i)(\"{REDACTED_FIELDS}\"\s*:\s*\")[^\"]*"), r"\1[redacted]"),
+    (re.compile(rf"(?i)('{REDACTED_FIELDS}'\s*:\s*')[^']*"), r"\1[redacted]"),
     (re.compile(r"(?i)\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 [redacted]"),
 ]
 
