@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -27,7 +28,14 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], seconds: float = 1
     sys.exit(f"The emulator did not answer at {url} within {seconds:.0f} s.")
 
 
+def stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    # Ctrl-C and SIGTERM stop both servers, even when started from a shell that ignored SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     load_dotenv(ROOT / ".env")
     python = sys.executable
     emulator = None
@@ -44,12 +52,13 @@ def main() -> int:
     try:
         return portal.wait()
     except KeyboardInterrupt:
-        # Ctrl-C reaches both children through the terminal's process group; wait for them.
-        return portal.wait()
+        print("\nStopping.", flush=True)
+        return 0
     finally:
-        if emulator is not None:
-            emulator.terminate()
-            emulator.wait()
+        for child in (portal, emulator):
+            if child is not None and child.poll() is None:
+                child.terminate()
+                child.wait()
 
 
 if __name__ == "__main__":
