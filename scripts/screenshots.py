@@ -8,13 +8,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 from playwright.sync_api import Page, sync_playwright
 
 from emulator.config import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
+from scripts.run import wait_until_up
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "screenshots"
@@ -26,16 +25,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_until_up(url: str) -> None:
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(url, timeout=1).close()  # noqa: S310 - loopback URL built here
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"{url} did not answer")
 
 
 def shoot(page: Page, name: str) -> None:
@@ -53,15 +42,15 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MEDIAFLOW_", "SESSION_", "REDIS_"))}
     env.update(MEDIAFLOW_EMULATOR_URL=f"http://127.0.0.1:{emulator_port}", SESSION_FILE_DIR=str(work),
                MEDIAFLOW_REDIRECT_URI=f"{portal}/callback")
-    children = [
+    emulator, portal_server = children = [
         subprocess.Popen([sys.executable, "-m", "emulator", "--port", str(emulator_port), "--config", str(config)],
                          cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
         subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "run", "--port", str(portal_port)],
                          cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
     ]
     try:
-        wait_until_up(f"http://127.0.0.1:{emulator_port}/_emulator/stats")
-        wait_until_up(f"{portal}/healthz")
+        wait_until_up(f"http://127.0.0.1:{emulator_port}/_emulator/stats", emulator)
+        wait_until_up(f"{portal}/healthz", portal_server)
         OUT.mkdir(parents=True, exist_ok=True)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
