@@ -19,6 +19,8 @@ PATTERNS = [
     (re.compile(rf"(?i)(\b{REDACTED_FIELDS}=)[^&\s\"']+"), r"\1[redacted]"),
     (re.compile(rf"(?i)(\"{REDACTED_FIELDS}\"\s*:\s*\")[^\"]*"), r"\1[redacted]"),
     (re.compile(rf"(?i)('{REDACTED_FIELDS}'\s*:\s*')[^']*"), r"\1[redacted]"),
+    # Debug lines such as Authlib's "Using code_verifier: '…'".
+    (re.compile(rf"(?i)(\b{REDACTED_FIELDS}:\s*'?)[^'\s,]+"), r"\1[redacted]"),
     (re.compile(r"(?i)\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 [redacted]"),
 ]
 

@@ -21,6 +21,7 @@ from tests.support import PORTAL_PORTS, Emulator, Portal, portal_settings, query
      ('{"access_token": "at-3", "refresh_token": "rt-4", "expires_in": 60}', ["at-3", "rt-4"]),
      ("{'password': 'pw-5', 'username': 'demo'}", ["pw-5"]),
      ("Authorization: Bearer at-6.x_y", ["at-6.x_y"]),
+     ("Using code_verifier: 'cv-7'", ["cv-7"]),
      ("Authorization: Basic Y2xpZW50OnNlY3JldA==", ["Y2xpZW50OnNlY3JldA=="])],
 )
 def test_redact_hides_secret_values_by_the_name_they_follow(text: str, hidden: list[str]) -> None:
