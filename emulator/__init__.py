@@ -69,8 +69,8 @@ def create_app(config: EmulatorConfig | None = None) -> Flask:
             return render_template("emulator/login.html", **context)
         if request.form.get("action") == "deny":
             return server.create_authorization_response(grant=grant, grant_user=None)
-        user = config.user(request.form.get("username"))
-        if user is None or user.password != request.form.get("password"):
+        user = config.authenticate(request.form.get("username"), request.form.get("password"))
+        if user is None:
             context["error"] = "Wrong username or password."
             return render_template("emulator/login.html", **context), 401
         return server.create_authorization_response(grant=grant, grant_user=user)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,15 @@ class EmulatorConfig:
 
     def user(self, username: str | None) -> User | None:
         return next((u for u in self.users if u.username == username), None)
+
+    def authenticate(self, username: str | None, password: str | None) -> User | None:
+        """The user with these credentials, compared in constant time, or None."""
+        user = self.user(username)
+        if user is None or password is None:
+            return None
+        if not hmac.compare_digest(password.encode("utf-8", "surrogatepass"), user.password.encode()):
+            return None
+        return user
 
 
 def default_config() -> EmulatorConfig:

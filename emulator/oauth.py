@@ -157,8 +157,8 @@ class PasswordGrant(EchoState, grants.ResourceOwnerPasswordCredentialsGrant):
     server: MediaflowServer
 
     def authenticate_user(self, username: str, password: str) -> User | None:
-        user = self.server.config.user(username)
-        if user is None or not _same(password, user.password):
+        user = self.server.config.authenticate(username, password)
+        if user is None:
             # RFC 6749 §5.2: wrong resource-owner credentials are invalid_grant.
             raise InvalidGrantError("Wrong username or password.")
         return user

@@ -73,7 +73,7 @@ def callback() -> Any:
         if pending is not None:
             mediaflow.client().framework.clear_state_data(session, request.args["state"])
         error = request.args["error"]
-        log.info("Login failed: Mediaflow answered %s", error[:64])
+        log.info("Login failed: Mediaflow answered %r", error[:64])
         template = "errors/denied.html" if error == "access_denied" else "errors/provider.html"
         return render_template(template, error=error, description=request.args.get("error_description")), 400
     if pending is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -163,14 +164,21 @@ def _check_secret_key(config: dict[str, Any]) -> None:
 def _check_url(name: str, value: str, schemes: tuple[str, ...] = ("http", "https")) -> None:
     parts = urlsplit(value)
     if parts.scheme not in schemes or (parts.scheme != "unix" and not parts.hostname):
-        raise ConfigError(f"{name}={value!r} is not a valid URL: expected {' or '.join(schemes)}://host/…")
+        raise ConfigError(f"{name}={_shown(value)!r} is not a valid URL: expected {' or '.join(schemes)}://host/…")
 
 
 def _check_redirect_uri_is_https(value: str) -> None:
     parts = urlsplit(value)
     if parts.scheme == "https" or _is_loopback(parts.hostname or ""):
         return
-    raise ConfigError(f"MEDIAFLOW_REDIRECT_URI={value!r} uses plain http: register an https:// callback with Mediaflow")
+    raise ConfigError(
+        f"MEDIAFLOW_REDIRECT_URI={_shown(value)!r} uses plain http: register an https:// callback with Mediaflow"
+    )
+
+
+def _shown(url: str) -> str:
+    """The URL as it may be printed: anything before an "@" (a password, say) is masked."""
+    return re.sub(r"^([^/]*//|)[^/@]*@", r"\1***@", url)
 
 
 def _is_loopback(host: str) -> bool:

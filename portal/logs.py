@@ -43,7 +43,9 @@ class RedactingFilter(logging.Filter):
         self.known = known
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.getMessage(), self.known)
+        # Escape line breaks: a value from a request must never forge a second log line.
+        message = redact(record.getMessage(), self.known)
+        record.msg = message.replace("\r", "\\r").replace("\n", "\\n")
         record.args = None
         if record.exc_info:
             # Keep the exception's type, drop its text and traceback: both can carry request data.

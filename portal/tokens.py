@@ -81,8 +81,13 @@ class TokenSet:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, raw: str | bytes) -> TokenSet:
-        return cls(**json.loads(raw))
+    def from_json(cls, raw: str | bytes) -> TokenSet | None:
+        """The stored token set, or None (logged) when what is stored is not one."""
+        try:
+            return cls(**json.loads(raw))
+        except (ValueError, TypeError):
+            log.warning("A stored token set could not be read; its session ends")
+            return None
 
 
 class TokenStore(Protocol):
@@ -229,7 +234,10 @@ class RefreshPolicy:
 
 
 def refresh_if_due(store: TokenStore, key: str, policy: RefreshPolicy, cache: LocalCache) -> TokenSet:
-    """Return a usable token set, refreshing it first when due; at most one refresh per session at a time."""
+    """Return a usable token set, refreshing it first when due; at most one refresh per session at a time.
+
+    Raises SessionEnded when the Mediaflow session cannot go on; the caller then forgets the token set.
+    """
     tokens = cache.get(key)
     if tokens is not None and not tokens.is_due(policy.leeway):
         return tokens
@@ -267,7 +275,6 @@ def _refresh(store: TokenStore, key: str, tokens: TokenSet, policy: RefreshPolic
         response = mediaflow.refresh(tokens.refresh_token)
     except mediaflow.MediaflowRefused as error:
         if error.is_final:
-            store.delete(key)
             log.info("Token refresh refused by Mediaflow (%s): the Mediaflow session ends", error.error)
             raise SessionEnded(f"Mediaflow refused the refresh: {error.error}") from None
         # Any other OAuth error is Mediaflow misbehaving, not a verdict on this session.

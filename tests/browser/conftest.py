@@ -65,11 +65,17 @@ def sign_in(page: Page, username: str = "demo", password: str = "demo") -> None:
     page.get_by_role("button", name="Sign in").click()
 
 
+def sign_in_and_land(page: Page, url: str) -> str:
+    """Sign in on the emulator, wait to be back at url, and return the page's text."""
+    sign_in(page)
+    page.wait_for_url(url)
+    return str(text(page))
+
+
 def log_in(page: Page, portal: Portal) -> None:
     page.goto(f"{portal.url}/")
     page.get_by_role("link", name="Log in with Mediaflow").click()
-    sign_in(page)
-    page.wait_for_url(f"{portal.url}/")
+    sign_in_and_land(page, f"{portal.url}/")
 
 
 def text(page: Page) -> Any:

@@ -7,7 +7,7 @@ import time
 import pytest
 from playwright.sync_api import Page
 
-from tests.browser.conftest import assert_accessible, log_in, sign_in, text
+from tests.browser.conftest import assert_accessible, log_in, sign_in, sign_in_and_land, text
 from tests.support import Emulator, Portal
 
 pytestmark = pytest.mark.browser
@@ -93,9 +93,7 @@ def test_mediaflow_down_during_the_callback_then_start_again_works(page: Page, p
     assert "Mediaflow is not answering right now" in text(page)
     assert_accessible(page)
     page.get_by_role("link", name="Start again").click()
-    sign_in(page)
-    page.wait_for_url(f"{portal.url}/")
-    assert "Welcome, Demo User" in text(page)
+    assert "Welcome, Demo User" in sign_in_and_land(page, f"{portal.url}/")
 
 
 def test_session_ended_page_brings_you_back_where_you_were(page: Page, portal: Portal, emulator: Emulator) -> None:
@@ -108,6 +106,4 @@ def test_session_ended_page_brings_you_back_where_you_were(page: Page, portal: P
     assert "Your Mediaflow session has ended" in text(page)
     assert_accessible(page)
     page.get_by_role("link", name="Log in again").click()
-    sign_in(page)
-    page.wait_for_url(f"{portal.url}/account")
-    assert "demo@example.com" in text(page)
+    assert "demo@example.com" in sign_in_and_land(page, f"{portal.url}/account")

@@ -80,7 +80,9 @@ def test_unknown_client_or_redirect_uri_shows_an_error_page_and_never_redirects(
         assert "cannot be used" in answer.text
 
 
-def test_emulator_has_its_own_cookie_name(emulator: Emulator) -> None:
-    from emulator import create_app
-
-    assert create_app().config["SESSION_COOKIE_NAME"] == "mediaflow_emulator"
+def test_emulator_never_sets_a_cookie_the_portal_could_lose(emulator: Emulator) -> None:
+    # Cookies ignore ports: a "session" or "mediaflow_portal" cookie from 127.0.0.1:5001 would replace the portal's.
+    url = authorize_url(emulator, "portal-test", CALLBACK, state="s")
+    for response in (requests.get(url, timeout=5), sign_in(url), sign_in(url, password="wrong")):
+        cookie = response.headers.get("Set-Cookie", "")
+        assert not cookie.startswith(("session=", "mediaflow_portal=")), cookie

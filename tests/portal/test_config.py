@@ -57,6 +57,7 @@ BAD = [
     ({"MEDIAFLOW_API_BASE": "https://"}, "MEDIAFLOW_API_BASE="),
     ({"MEDIAFLOW_REDIRECT_URI": "http://portal.example/callback"}, "MEDIAFLOW_REDIRECT_URI='http://portal.example"),
     ({"LOG_FORMAT": "xml"}, "LOG_FORMAT='xml' is not supported"),
+    ({"SESSION_BACKEND": "redis", "REDIS_URL": "redis//:hunter2-pw@cache:6379"}, "REDIS_URL='redis//***@cache:6379'"),
     ({"MEDIAFLOW_REFRESH_LEEWAY": -1}, "MEDIAFLOW_REFRESH_LEEWAY must be zero or more"),
 ]
 
@@ -75,6 +76,7 @@ def test_unusable_setting_stops_the_app_with_one_line_naming_it(changes: dict[st
     for name in ("SECRET_KEY", "MEDIAFLOW_CLIENT_SECRET"):
         if config.get(name):
             assert str(config[name]) not in err
+    assert "hunter2" not in err
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -86,6 +87,20 @@ def test_refused_refresh_ends_the_session_and_offers_to_come_back(make_app: Call
     login = client.get("/login?next=/account")
     assert login.status_code == 302
     assert client.get("/").text.count("Log in with Mediaflow") == 1
+
+
+def test_a_corrupt_stored_token_set_ends_the_session_politely(app: Flask, client: Any) -> None:
+    portal_login(client)
+    with client.session_transaction() as session:
+        key = session["tokens_key"]
+    if app.config["SESSION_BACKEND"] == "redis":
+        app.config["SESSION_REDIS"].set(f"mediaflow:tokens:{key}", b"\x00not json")
+    else:
+        (Path(app.config["SESSION_FILE_DIR"]) / "tokens" / f"{key}.json").write_text("{truncated")
+    app.extensions["mediaflow_token_cache"].forget(key)  # as another worker, which never saw it
+    page = client.get("/account")
+    assert page.status_code == 401 and "Your Mediaflow session has ended" in page.text
+    assert client.get("/session").status_code == 302
 
 
 def test_api_failure_on_home_degrades_to_a_message_and_keeps_the_session(client: Any, emulator: Emulator) -> None:

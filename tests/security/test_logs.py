@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -29,6 +30,15 @@ def test_redact_hides_secret_values_by_the_name_they_follow(text: str, hidden: l
     assert "[redacted]" in cleaned
     for value in hidden:
         assert value not in cleaned
+
+
+def test_a_line_break_in_a_request_value_cannot_forge_a_log_line(make_app: Any,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    client = make_app().test_client()
+    client.get("/callback?error=access_denied%0a2026-01-01 INFO portal.auth: Login succeeded for user 1")
+    lines = [line for line in capsys.readouterr().out.splitlines() if "portal.auth" in line]
+    assert len(lines) == 1
+    assert "Login failed" in lines[0] and "\\n2026-01-01" in lines[0]
 
 
 @pytest.fixture
