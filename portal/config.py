@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "MEDIAFLOW_DEMO": False,
     "SESSION_BACKEND": "filesystem",
     "REDIS_URL": None,
+    "SESSION_REDIS_CACHE": True,
     "SESSION_FILE_DIR": None,
     "SESSION_FILESYSTEM_ALLOW_WORKERS": False,
     # None means: Secure, except in demo mode, which serves plain http on loopback.
@@ -66,7 +67,7 @@ def settings_from_env(environ: dict[str, str] | None = None, dotenv_path: str | 
     for name in ("MEDIAFLOW_CONNECT_TIMEOUT", "MEDIAFLOW_READ_TIMEOUT"):
         if name in env:
             settings[name] = _seconds(name, env[name])
-    for name in ("MEDIAFLOW_PKCE", "SESSION_COOKIE_SECURE", "SESSION_FILESYSTEM_ALLOW_WORKERS"):
+    for name in ("MEDIAFLOW_PKCE", "SESSION_COOKIE_SECURE", "SESSION_FILESYSTEM_ALLOW_WORKERS", "SESSION_REDIS_CACHE"):
         if name in env:
             settings[name] = _boolean(name, env[name])
     return settings

@@ -11,10 +11,12 @@ import redis
 from cachelib.file import FileSystemCache
 from flask import Flask, current_app, g, render_template
 from flask.sessions import SessionMixin
+from flask_session.base import ServerSideSession
 from flask_session.cachelib import CacheLibSessionInterface
 from flask_session.redis import RedisSessionInterface
 from werkzeug.wrappers import Request, Response
 
+from .session_cache import SessionCache
 from .tokens import FileTokenStore, LocalCache, RedisTokenStore, StoreUnavailable, TokenStore
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,28 @@ class StoreGuard:
 
 
 class GuardedRedisSessionInterface(StoreGuard, RedisSessionInterface):
-    pass
+    """Flask-Session's Redis interface, reading records through this worker's tracked copies when given."""
+
+    def __init__(self, app: Flask, *, cache: SessionCache | None, **options: Any) -> None:
+        super().__init__(app, **options)
+        self.cache = cache
+
+    def _retrieve_session_data(self, store_id: str) -> dict[str, Any] | None:
+        if self.cache is None:
+            data: dict[str, Any] | None = super()._retrieve_session_data(store_id)
+            return data
+        record = self.cache.get(store_id, self.client.get)
+        return self.serializer.decode(record) if record else None
+
+    def _upsert_session(self, session_lifetime: timedelta, session: ServerSideSession, store_id: str) -> None:
+        super()._upsert_session(session_lifetime, session, store_id)
+        if self.cache is not None:
+            self.cache.forget(store_id)
+
+    def _delete_session(self, store_id: str) -> None:
+        super()._delete_session(store_id)
+        if self.cache is not None:
+            self.cache.forget(store_id)
 
 
 class GuardedCacheLibSessionInterface(StoreGuard, CacheLibSessionInterface):
@@ -81,7 +104,11 @@ def init_app(app: Flask) -> None:
             socket_connect_timeout=config["MEDIAFLOW_CONNECT_TIMEOUT"],
         )
         config["SESSION_REDIS"] = client
-        app.session_interface = GuardedRedisSessionInterface(app, client=client, **options)
+        cache = None
+        if config["SESSION_REDIS_CACHE"]:
+            cache = SessionCache(config["REDIS_URL"], options["key_prefix"],
+                                 connect_timeout=config["MEDIAFLOW_CONNECT_TIMEOUT"])
+        app.session_interface = GuardedRedisSessionInterface(app, client=client, cache=cache, **options)
         store = RedisTokenStore(client)
     else:
         base = Path(config.get("SESSION_FILE_DIR") or app.instance_path)
@@ -109,6 +136,15 @@ def check_store_is_up() -> None:
     """Raise StoreUnavailable when this request could not load its session."""
     if g.get("session_store_down"):
         raise StoreUnavailable("the session store cannot be reached")
+
+
+def close(app: Flask) -> None:
+    """Close this app's connections to Redis (a worker's are closed when it exits)."""
+    interface = app.session_interface
+    if isinstance(interface, GuardedRedisSessionInterface):
+        if interface.cache is not None:
+            interface.cache.close()
+        interface.client.close()
 
 
 def regenerate_id(session: Any) -> None:

@@ -12,6 +12,7 @@ import redis as redis_lib
 from flask import Flask
 
 from app import create_app
+from portal import sessions
 from tests.support import (
     PORTAL_PORTS,
     Emulator,
@@ -59,12 +60,12 @@ class RedisServer:
         self.client = redis_lib.Redis.from_url(self.url)
 
 
-def start_redis(directory: Path, port: int | None = None) -> RedisServer:
+def start_redis(directory: Path, port: int | None = None, extra: list[str] | None = None) -> RedisServer:
     binary = require_binary("redis-server", "redis-server")
     port = port or free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(directory)],
+         "--dir", str(directory), *(extra or [])],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     wait_for_port(port, process)
@@ -114,8 +115,7 @@ def make_app(emulator: Emulator, tmp_path: Path, request: pytest.FixtureRequest)
 
     yield build
     for app in built:
-        if app.config.get("SESSION_REDIS") is not None:
-            app.config["SESSION_REDIS"].close()
+        sessions.close(app)
 
 
 @pytest.fixture

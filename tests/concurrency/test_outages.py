@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from portal import sessions
 from tests.conftest import start_redis
 from tests.support import Emulator, portal_login, stop
 
@@ -101,6 +102,6 @@ def test_redis_stopped_while_the_portal_runs_is_a_503_and_the_session_survives(
         assert client.get("/session").status_code == 200
         assert client.get("/readyz").status_code == 200
     finally:
-        app.config["SESSION_REDIS"].close()
+        sessions.close(app)
         server.client.close()
         stop(server.process)

@@ -25,13 +25,15 @@ def test_defaults_point_at_the_real_mediaflow() -> None:
     assert DEFAULTS["MEDIAFLOW_REFRESH_LEEWAY"] == 60
     assert DEFAULTS["MEDIAFLOW_PKCE"] is False
     assert DEFAULTS["SESSION_BACKEND"] == "filesystem"
+    assert DEFAULTS["SESSION_REDIS_CACHE"] is True
 
 
 def test_environment_values_are_parsed() -> None:
     settings = settings_from_env({"MEDIAFLOW_REFRESH_LEEWAY": "30", "MEDIAFLOW_PKCE": "true",
-                                  "MEDIAFLOW_READ_TIMEOUT": "2.5", "MEDIAFLOW_SCOPE": "", "REDIS_URL": "redis://r"})
+                                  "MEDIAFLOW_READ_TIMEOUT": "2.5", "MEDIAFLOW_SCOPE": "", "REDIS_URL": "redis://r",
+                                  "SESSION_REDIS_CACHE": "off"})
     assert settings == {"MEDIAFLOW_REFRESH_LEEWAY": 30, "MEDIAFLOW_PKCE": True, "MEDIAFLOW_READ_TIMEOUT": 2.5,
-                        "REDIS_URL": "redis://r"}
+                        "REDIS_URL": "redis://r", "SESSION_REDIS_CACHE": False}
 
 
 def test_settings_come_from_dotenv_without_overriding_the_environment(tmp_path: Path,

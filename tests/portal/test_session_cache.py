@@ -1,0 +1,208 @@
+"""A worker's copy of session records: served without a round trip, dropped whenever Redis changes them."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from portal.session_cache import SessionCache
+from tests.conftest import RedisServer, start_redis
+from tests.support import stop
+
+PREFIX = "mediaflow:session:"
+KEY = PREFIX + "0123abcd"
+
+
+class Reads:
+    """The cache's way to the store, counting the round trips it makes."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.count = 0
+
+    def __call__(self, key: str) -> bytes | None:
+        self.count += 1
+        value: bytes | None = self.client.get(key)
+        return value
+
+
+@pytest.fixture
+def store(redis_server: RedisServer) -> redis.Redis:
+    redis_server.client.flushdb()
+    redis_server.client.set(KEY, b"old")
+    return redis_server.client
+
+
+@pytest.fixture
+def cache(redis_server: RedisServer) -> Iterator[SessionCache]:
+    made = SessionCache(redis_server.url, PREFIX, connect_timeout=1.0)
+    yield made
+    made.close()
+
+
+def settled(store: redis.Redis) -> None:
+    # Redis sends its invalidation messages in the turn that answers the write; a later round trip
+    # from the writer is the test's stand-in for "the next request comes after the write".
+    store.ping()
+
+
+def eventually(condition: Callable[[], bool], seconds: float = 3.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_record_is_read_from_redis_once_then_served_from_the_copy(cache: SessionCache, store: redis.Redis) -> None:
+    reads = Reads(store)
+    assert [cache.get(KEY, reads) for _ in range(5)] == [b"old"] * 5
+    assert reads.count == 1
+
+
+def test_a_missing_record_is_never_kept(cache: SessionCache, store: redis.Redis) -> None:
+    reads = Reads(store)
+    assert cache.get(PREFIX + "unknown", reads) is None
+    assert cache.get(PREFIX + "unknown", reads) is None
+    assert reads.count == 2
+
+
+CHANGES: dict[str, tuple[Callable[[redis.Redis], Any], bytes | None]] = {
+    "overwritten": (lambda r: r.set(KEY, b"new"), b"new"),
+    "overwritten with a lifetime": (lambda r: r.set(KEY, b"new", ex=60), b"new"),
+    "deleted": (lambda r: r.delete(KEY), None),
+    "renamed away": (lambda r: r.rename(KEY, "elsewhere"), None),
+    "database flushed": (lambda r: r.flushdb(), None),
+    "written in a transaction": (lambda r: r.pipeline().set(KEY, b"new").expire(KEY, 60).execute(), b"new"),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES.values(), ids=CHANGES.keys())
+def test_a_change_by_another_writer_reaches_the_next_read(
+    cache: SessionCache, store: redis.Redis, change: tuple[Callable[[redis.Redis], Any], bytes | None]
+) -> None:
+    write, expected = change
+    reads = Reads(store)
+    assert cache.get(KEY, reads) == b"old"
+
+    write(store)
+    settled(store)
+
+    assert cache.get(KEY, reads) == expected
+    assert reads.count == 2
+
+
+def test_a_record_that_expires_in_redis_is_dropped_too(cache: SessionCache, store: redis.Redis) -> None:
+    reads = Reads(store)
+    store.pexpire(KEY, 50)
+    assert cache.get(KEY, reads) == b"old"
+    # Nothing reads the key from Redis meanwhile: Redis's own expiry cycle must send the message.
+    assert eventually(lambda: cache.get(KEY, reads) is None)
+
+
+def test_keys_outside_the_session_prefix_do_not_drop_copies(cache: SessionCache, store: redis.Redis) -> None:
+    reads = Reads(store)
+    cache.get(KEY, reads)
+    store.set("mediaflow:tokens:0123abcd", b"x")
+    settled(store)
+    assert cache.get(KEY, reads) == b"old"
+    assert reads.count == 1
+
+
+def test_forget_drops_the_copy_before_redis_says_so(cache: SessionCache, store: redis.Redis) -> None:
+    reads = Reads(store)
+    cache.get(KEY, reads)
+    store.set(KEY, b"mine")
+    cache.forget(KEY)  # this worker wrote it: the next read must not wait for Redis's message
+    assert cache.get(KEY, reads) == b"mine"
+
+
+def test_a_value_read_while_another_request_saw_it_change_is_not_kept(cache: SessionCache,
+                                                                      store: redis.Redis) -> None:
+    def read_then_changed_by_another_writer(key: str) -> bytes | None:
+        value: bytes | None = store.get(key)
+        store.set(key, b"new")
+        settled(store)
+        # Another thread's request reads the message and the new record meanwhile.
+        assert cache.get(key, Reads(store)) == b"new"
+        return value
+
+    assert cache.get(KEY, read_then_changed_by_another_writer) == b"old"
+    assert cache.get(KEY, Reads(store)) == b"new"
+
+
+def test_a_lost_tracking_connection_drops_every_copy_and_comes_back(
+    cache: SessionCache, store: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    reads = Reads(store)
+    cache.get(KEY, reads)
+    tracking = [c for c in store.client_list() if "t" in c["flags"]]
+    assert len(tracking) == 1
+    store.client_kill_filter(_id=tracking[0]["id"])
+    store.set(KEY, b"new")  # no message can reach the killed connection
+
+    with caplog.at_level(logging.WARNING, "portal.session_cache"):
+        assert cache.get(KEY, reads) == b"new"
+    assert "lost the tracking connection" in caplog.text
+
+    # Tracking resumes with a new connection: copies are served and dropped as before.
+    assert cache.get(KEY, reads) == b"new"
+    count = reads.count
+    assert cache.get(KEY, reads) == b"new"
+    assert reads.count == count
+    store.set(KEY, b"newer")
+    settled(store)
+    assert cache.get(KEY, reads) == b"newer"
+
+
+def test_a_redis_without_client_tracking_is_read_every_time(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    server = start_redis(tmp_path, extra=["--rename-command", "CLIENT", ""])
+    cache = SessionCache(server.url, PREFIX, connect_timeout=1.0)
+    try:
+        server.client.set(KEY, b"old")
+        reads = Reads(server.client)
+        with caplog.at_level(logging.WARNING, "portal.session_cache"):
+            assert [cache.get(KEY, reads) for _ in range(3)] == [b"old"] * 3
+        assert reads.count == 3
+        assert caplog.text.count("Session cache off") == 1
+    finally:
+        cache.close()
+        server.client.close()
+        stop(server.process)
+
+
+def _read_in_child(cache: SessionCache, url: str, results: Any) -> None:
+    client = redis.Redis.from_url(url)
+    results.put(cache.get(KEY, Reads(client)))
+    client.close()
+
+
+def test_a_forked_worker_opens_its_own_tracking_connection(cache: SessionCache, store: redis.Redis,
+                                                           redis_server: RedisServer) -> None:
+    reads = Reads(store)
+    cache.get(KEY, reads)
+    store.set(KEY, b"new")
+    settled(store)
+
+    # gunicorn forks workers: the child must neither use the parent's socket nor trust its copies.
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=_read_in_child, args=(cache, redis_server.url, results))
+    child.start()
+    assert results.get(timeout=10) == b"new"
+    child.join(timeout=10)
+    assert child.exitcode == 0
+
+    # The parent's tracking connection still works.
+    assert cache.get(KEY, reads) == b"new"
+    store.set(KEY, b"newer")
+    settled(store)
+    assert cache.get(KEY, reads) == b"newer"
