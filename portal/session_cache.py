@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +44,8 @@ class SessionCache:
         # A key maps to (read at, record), or to a marker while a thread reads it from Redis.
         self._entries: dict[str, tuple[float, bytes] | object] = {}
         self._connection: Any = None
+        # The tracking socket's file descriptor; -1 while there is no tracking connection.
+        self._fd = -1
         self._pid = 0
         self._retry_at = 0.0
         self._supported = True
@@ -50,6 +53,11 @@ class SessionCache:
     def get(self, key: str, load: Callable[[str], bytes | None]) -> bytes | None:
         """The record under key: this worker's copy when Redis has not changed it, else load(key)."""
         now = time.monotonic()
+        if self._quiet():
+            entry = self._entries.get(key)
+            if isinstance(entry, tuple) and now - entry[0] < MAX_AGE:
+                copy: bytes = entry[1]
+                return copy
         with self._lock:
             tracking = self._read_invalidations(now)
             entry = self._entries.get(key)
@@ -76,6 +84,21 @@ class SessionCache:
         with self._lock:
             self._entries.pop(key, None)
 
+    def _quiet(self) -> bool:
+        """True when tracking is on, no message waits on the socket, and no thread is reading one.
+
+        Checked without the lock: a lock held across a system call makes every thread of the worker
+        queue behind the one that waits to get the GIL back. A message that arrived before this poll is
+        either still on the socket, or being applied by a thread that holds the lock.
+        """
+        fd = self._fd
+        if fd < 0 or self._pid != os.getpid():
+            return False
+        # A poll object per call: one object cannot be polled by two threads at once.
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return not poller.poll(0) and not self._lock.locked()
+
     def close(self) -> None:
         with self._lock:
             self._drop(time.monotonic())
@@ -84,7 +107,7 @@ class SessionCache:
         """Apply the messages Redis has pushed; False when records cannot be tracked just now."""
         if self._pid != os.getpid():
             # A forked worker never shares its parent's socket, nor trusts copies it cannot track.
-            self._connection, self._entries, self._pid = None, {}, os.getpid()
+            self._connection, self._fd, self._entries, self._pid = None, -1, {}, os.getpid()
         if self._connection is None:
             if not self._supported or now < self._retry_at:
                 return False
@@ -125,6 +148,7 @@ class SessionCache:
         # Copies from before this connection may have missed messages.
         self._entries = {}
         self._connection = connection
+        self._fd = connection._sock.fileno()
 
     def _invalidated(self, message: list[Any]) -> None:
         keys = message[1]
@@ -136,11 +160,11 @@ class SessionCache:
             self._entries.pop(key.decode() if isinstance(key, bytes) else key, None)
 
     def _drop(self, now: float) -> None:
-        if self._connection is not None:
-            self._connection.disconnect()
-        self._connection = None
+        connection, self._connection, self._fd = self._connection, None, -1
         self._entries = {}
         self._retry_at = now
+        if connection is not None:
+            connection.disconnect()
 
     def _make_room(self) -> None:
         while len(self._entries) >= self._max_entries:

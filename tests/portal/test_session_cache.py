@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -137,6 +138,34 @@ def test_a_value_read_while_another_request_saw_it_change_is_not_kept(cache: Ses
 
     assert cache.get(KEY, read_then_changed_by_another_writer) == b"old"
     assert cache.get(KEY, Reads(store)) == b"new"
+
+
+def test_threads_reading_at_once_all_see_a_change_once_it_is_made(cache: SessionCache, store: redis.Redis,
+                                                                 redis_server: RedisServer) -> None:
+    changed = threading.Event()
+    stale: list[bytes | None] = []
+
+    def reader() -> None:
+        client = redis.Redis.from_url(redis_server.url)
+        reads = Reads(client)
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            after_change = changed.is_set()
+            value = cache.get(KEY, reads)
+            if after_change and value != b"new":
+                stale.append(value)
+        client.close()
+
+    threads = [threading.Thread(target=reader) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    store.set(KEY, b"new")
+    settled(store)
+    changed.set()
+    for thread in threads:
+        thread.join()
+    assert stale == []
 
 
 def test_a_lost_tracking_connection_drops_every_copy_and_comes_back(

@@ -54,13 +54,18 @@ def test_every_response_carries_the_security_headers(client: Any, path: str) -> 
     assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert headers["Referrer-Policy"] == "no-referrer"
+    for name in ("Content-Security-Policy", "X-Content-Type-Options", "Referrer-Policy", "X-Frame-Options",
+                 "Cache-Control"):
+        assert len(headers.getlist(name)) <= 1, name  # said once, never twice with different values
 
 
 @pytest.mark.parametrize("path", ["/", "/account", "/session"])
 def test_authenticated_pages_and_the_callback_are_not_stored(client: Any, path: str) -> None:
     callback = portal_login(client)
     assert callback.headers["Cache-Control"] == "no-store"
-    assert client.get(path).headers["Cache-Control"] == "no-store"
+    page = client.get(path)
+    assert page.headers.getlist("Cache-Control") == ["no-store"]
+    assert page.headers.getlist("Pragma") == ["no-cache"]
 
 
 def test_client_secret_and_secret_key_never_reach_a_page(app: Flask, emulator: Any) -> None:
