@@ -4,9 +4,9 @@ Reading the session record is the one store round trip a normal request makes. R
 client-side caching removes it safely: one connection per worker asks for CLIENT TRACKING in
 broadcast mode, and from then on Redis pushes an "invalidate" message on it whenever a key under
 the session prefix changes, expires or is deleted, by any worker of any replica. Before each
-lookup the worker reads the messages that have arrived. A logout's message leaves Redis before
-the logout's own reply, so the request that follows a logout, on whatever replica, does not see
-the old record.
+lookup the worker reads the messages that have arrived. Redis sends a message in the same turn
+of its event loop as its reply to the write, so by the time anything can follow a logout (the
+browser's next request, on whatever replica), the message waits on every worker's socket.
 
 Whenever the tracking connection is lost, the copies are dropped and records are read from Redis
 until it is back.
@@ -43,6 +43,7 @@ class SessionCache:
         self._lock = threading.Lock()
         # A key maps to (read at, record), or to a marker while a thread reads it from Redis.
         self._entries: dict[str, tuple[float, bytes] | object] = {}
+        self._client: redis.Redis | None = None
         self._connection: Any = None
         # The tracking socket's file descriptor; -1 while there is no tracking connection.
         self._fd = -1
@@ -107,7 +108,8 @@ class SessionCache:
         """Apply the messages Redis has pushed; False when records cannot be tracked just now."""
         if self._pid != os.getpid():
             # A forked worker never shares its parent's socket, nor trusts copies it cannot track.
-            self._connection, self._fd, self._entries, self._pid = None, -1, {}, os.getpid()
+            self._client, self._connection, self._fd = None, None, -1
+            self._entries, self._pid = {}, os.getpid()
         if self._connection is None:
             if not self._supported or now < self._retry_at:
                 return False
@@ -135,11 +137,13 @@ class SessionCache:
             connection.read_response()
         except redis.ResponseError as error:
             connection.disconnect()
+            client.close()
             self._supported = False
             log.warning("Session cache off: this Redis does not allow CLIENT TRACKING (%s)", error.__class__.__name__)
             return
         except (redis.RedisError, OSError) as error:
             connection.disconnect()
+            client.close()
             self._retry_at = now + RETRY_AFTER
             log.warning("Session cache: cannot open the tracking connection to Redis (%s)", error.__class__.__name__)
             return
@@ -147,7 +151,7 @@ class SessionCache:
         connection._parser.set_invalidation_push_handler(self._invalidated)
         # Copies from before this connection may have missed messages.
         self._entries = {}
-        self._connection = connection
+        self._client, self._connection = client, connection
         self._fd = connection._sock.fileno()
 
     def _invalidated(self, message: list[Any]) -> None:
@@ -160,11 +164,14 @@ class SessionCache:
             self._entries.pop(key.decode() if isinstance(key, bytes) else key, None)
 
     def _drop(self, now: float) -> None:
-        connection, self._connection, self._fd = self._connection, None, -1
+        client, connection = self._client, self._connection
+        self._client, self._connection, self._fd = None, None, -1
         self._entries = {}
         self._retry_at = now
         if connection is not None:
             connection.disconnect()
+        if client is not None:
+            client.close()
 
     def _make_room(self) -> None:
         while len(self._entries) >= self._max_entries:
