@@ -69,7 +69,14 @@ class SessionCache:
             if tracking:
                 self._make_room()
                 self._entries[key] = marker
-        value = load(key)
+        try:
+            value = load(key)
+        except BaseException:
+            if tracking:
+                with self._lock:
+                    if self._entries.get(key) is marker:
+                        del self._entries[key]
+            raise
         if tracking:
             with self._lock:
                 # An invalidation read meanwhile removed the marker: the value may be stale, do not keep it.

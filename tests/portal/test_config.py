@@ -85,6 +85,7 @@ def test_unusable_setting_stops_the_app_with_one_line_naming_it(changes: dict[st
     ("env", "message"),
     [({"MEDIAFLOW_REFRESH_LEEWAY": "soon"}, "MEDIAFLOW_REFRESH_LEEWAY='soon' is not a whole number"),
      ({"MEDIAFLOW_PKCE": "maybe"}, "MEDIAFLOW_PKCE='maybe' is not true or false"),
+     ({"SESSION_REDIS_CACHE": "sometimes"}, "SESSION_REDIS_CACHE='sometimes' is not true or false"),
      ({"MEDIAFLOW_READ_TIMEOUT": "0"}, "MEDIAFLOW_READ_TIMEOUT='0' must be more than 0")],
 )
 def test_unparseable_environment_values_name_the_variable(env: dict[str, str], message: str) -> None:

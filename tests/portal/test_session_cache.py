@@ -109,6 +109,17 @@ def test_a_record_that_expires_in_redis_is_dropped_too(cache: SessionCache, stor
     assert eventually(lambda: cache.get(KEY, reads) is None)
 
 
+def test_a_read_that_failed_mid_outage_does_not_break_later_reads(cache: SessionCache, store: redis.Redis) -> None:
+    def store_down(key: str) -> bytes | None:
+        raise redis.ConnectionError("the store did not answer")
+
+    with pytest.raises(redis.ConnectionError):
+        cache.get(KEY, store_down)
+    reads = Reads(store)
+    assert [cache.get(KEY, reads) for _ in range(2)] == [b"old", b"old"]
+    assert reads.count == 1
+
+
 def test_keys_outside_the_session_prefix_do_not_drop_copies(cache: SessionCache, store: redis.Redis) -> None:
     reads = Reads(store)
     cache.get(KEY, reads)
