@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
-from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from portal import auth, cli, errors, health, logs, mediaflow, pages, security, sessions
@@ -33,11 +32,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         hops = app.config["TRUSTED_PROXY_COUNT"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)  # type: ignore[method-assign]
 
-    # 2. Extensions: redacted logs, security headers, server-side sessions, CSRF, Authlib's client for Mediaflow.
+    # 2. Extensions: redacted logs, CSRF and security headers, server-side sessions, Authlib's client for Mediaflow.
     logs.init_app(app)
     security.init_app(app)
     sessions.init_app(app)
-    CSRFProtect(app)
     mediaflow.init_app(app)
 
     # 3. Blueprints: login and logout, the pages, health checks; then the error pages.

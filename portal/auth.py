@@ -13,8 +13,8 @@ from flask import Blueprint, abort, current_app, flash, g, redirect, render_temp
 from werkzeug.wrappers import Response
 
 from . import mediaflow
-from .sessions import check_store_is_up, regenerate_id, token_cache, token_store
-from .tokens import RefreshPolicy, SessionEnded, TokenSet, new_key, refresh_if_due
+from .sessions import check_store_is_up, refresh_policy, regenerate_id, token_cache, token_store
+from .tokens import SessionEnded, TokenSet, new_key, refresh_if_due
 
 log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
@@ -124,27 +124,26 @@ def load_session() -> Any:
     g.tokens = None
     if request.endpoint in ("static", "health.healthz", "health.readyz"):
         return None
-    check_store_is_up()
-    key = session.get("tokens_key")
+    # One plain copy: every look-up through the session proxy costs a context look-up, on every request.
+    saved = dict(session.items())
+    key = saved.get("tokens_key")
     if not key:
+        # A session the store failed to load is empty too: answer 503, not the logged-out page.
+        check_store_is_up()
         return None
     config = current_app.config
     now = time.time()
-    if now - session.get("login_at", 0) > config["SESSION_MAX_LIFETIME"] or (
-        now - session.get("seen_at", 0) > config["SESSION_IDLE_TIMEOUT"]
+    seen_at = saved.get("seen_at", 0)
+    if now - saved.get("login_at", 0) > config["SESSION_MAX_LIFETIME"] or (
+        now - seen_at > config["SESSION_IDLE_TIMEOUT"]
     ):
         return _session_ended("timeout")
-    policy = RefreshPolicy(
-        leeway=config["MEDIAFLOW_REFRESH_LEEWAY"],
-        lock_timeout=config["MEDIAFLOW_CONNECT_TIMEOUT"] + config["MEDIAFLOW_READ_TIMEOUT"] + 2,
-        ttl=token_ttl(),
-    )
     try:
-        g.tokens = refresh_if_due(token_store(), key, policy, token_cache())
+        g.tokens = refresh_if_due(token_store(), key, refresh_policy(), token_cache())
     except SessionEnded:
         return _session_ended("mediaflow")
-    g.user = session.get("user")
-    if now - session.get("seen_at", 0) > min(SEEN_RESOLUTION, config["SESSION_IDLE_TIMEOUT"] / 10):
+    g.user = saved.get("user")
+    if now - seen_at > min(SEEN_RESOLUTION, config["SESSION_IDLE_TIMEOUT"] / 10):
         session["seen_at"] = now
     return None
 
@@ -152,11 +151,6 @@ def load_session() -> Any:
 def forget_tokens(key: str) -> None:
     token_store().delete(key)
     token_cache().forget(key)
-
-
-def token_ttl() -> int:
-    """Keep a token set as long as its session record (see sessions.init_app)."""
-    return int(current_app.config["SESSION_MAX_LIFETIME"]) + 60
 
 
 def _pending_login(state: str | None) -> dict[str, Any] | None:
@@ -182,7 +176,7 @@ def _start_session(tokens: TokenSet) -> None:
     except mediaflow.MediaflowError as error:
         log.warning("Login: could not read /me (%s); continuing without a name", error)
     key = new_key()
-    token_store().put(key, tokens, token_ttl())
+    token_store().put(key, tokens, refresh_policy().ttl)
     regenerate_id(session)
     now = time.time()
     session.update(tokens_key=key, user=user, login_at=now, seen_at=now)

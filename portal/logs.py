@@ -8,10 +8,18 @@ import random
 import re
 import sys
 import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-from flask import Flask, Response, g, has_request_context, request
+from flask import Flask, has_request_context, request
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Where RequestIds leaves the id for the log lines of the request.
+ENVIRON_KEY = "portal.request_id"
 
 # Values after these names are secrets wherever they show up: query strings, form bodies, JSON, headers.
 REDACTED_FIELDS = r"(?:access_token|refresh_token|id_token|code|code_verifier|client_secret|password|state)"
@@ -52,8 +60,29 @@ class RedactingFilter(logging.Filter):
             record.msg += f" ({record.exc_info[0].__name__ if record.exc_info[0] else 'error'})"
             record.exc_info = None
             record.exc_text = None
-        record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        record.request_id = request.environ.get(ENVIRON_KEY, "-") if has_request_context() else "-"
         return True
+
+
+class RequestIds:
+    """WSGI middleware: take the proxy's X-Request-ID (or make one), and send it back on the response."""
+
+    def __init__(self, app: WSGIApplication) -> None:
+        self.app = app
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        incoming = environ.get("HTTP_X_REQUEST_ID", "")
+        # An id only correlates log lines; it need not be unpredictable, and random.getrandbits makes no
+        # system call (secrets would read the OS random source on every request).
+        request_id = incoming if REQUEST_ID.match(incoming) else f"{random.getrandbits(64):016x}"
+        environ[ENVIRON_KEY] = request_id
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
+                  ) -> Callable[[bytes], object]:
+            headers.append(("X-Request-ID", request_id))
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, start)
 
 
 class JsonFormatter(logging.Formatter):
@@ -81,18 +110,7 @@ def init_app(app: Flask) -> None:
         logger.setLevel(logging.INFO)
         logger.propagate = False
     app.logger.handlers = [handler]
-
-    @app.before_request
-    def assign_request_id() -> None:
-        incoming = request.headers.get("X-Request-ID", "")
-        # An id only correlates log lines; it need not be unpredictable, and random.getrandbits makes no
-        # system call (secrets would read the OS random source on every request).
-        g.request_id = incoming if REQUEST_ID.match(incoming) else f"{random.getrandbits(64):016x}"
-
-    @app.after_request
-    def echo_request_id(response: Response) -> Response:
-        response.headers["X-Request-ID"] = g.get("request_id", "-")
-        return response
+    app.wsgi_app = RequestIds(app.wsgi_app)  # type: ignore[method-assign]
 
 
 def redact_logger(logger: logging.Logger) -> None:

@@ -17,7 +17,7 @@ from flask_session.redis import RedisSessionInterface
 from werkzeug.wrappers import Request, Response
 
 from .session_cache import SessionCache
-from .tokens import FileTokenStore, LocalCache, RedisTokenStore, StoreUnavailable, TokenStore
+from .tokens import FileTokenStore, LocalCache, RedisTokenStore, RefreshPolicy, StoreUnavailable, TokenStore
 
 log = logging.getLogger(__name__)
 STORE_ERRORS = (redis.exceptions.RedisError, OSError)
@@ -41,6 +41,12 @@ class StoreGuard:
             return null
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        if not session.modified:
+            # With SESSION_REFRESH_EACH_REQUEST off, Flask-Session would only add this header too. Most
+            # requests only read the session, and a second Vary line is valid HTTP where merging is slow.
+            if session.accessed:
+                response.headers.add("Vary", "Cookie")
+            return
         try:
             super().save_session(app, session, response)  # type: ignore[misc]
         except STORE_ERRORS as error:
@@ -120,6 +126,13 @@ def init_app(app: Flask) -> None:
         store = FileTokenStore(base / "tokens")
     app.extensions["mediaflow_tokens"] = store
     app.extensions["mediaflow_token_cache"] = LocalCache()
+    app.extensions["mediaflow_refresh_policy"] = RefreshPolicy(
+        leeway=config["MEDIAFLOW_REFRESH_LEEWAY"],
+        # Long enough for one refresh to time out, so a waiting request never takes the lock from a live one.
+        lock_timeout=config["MEDIAFLOW_CONNECT_TIMEOUT"] + config["MEDIAFLOW_READ_TIMEOUT"] + 2,
+        # A token set lives as long as the session record that points at it.
+        ttl=int(config["PERMANENT_SESSION_LIFETIME"].total_seconds()),
+    )
 
 
 def token_store() -> TokenStore:
@@ -130,6 +143,11 @@ def token_store() -> TokenStore:
 def token_cache() -> LocalCache:
     cache: LocalCache = current_app.extensions["mediaflow_token_cache"]
     return cache
+
+
+def refresh_policy() -> RefreshPolicy:
+    policy: RefreshPolicy = current_app.extensions["mediaflow_refresh_policy"]
+    return policy
 
 
 def check_store_is_up() -> None:

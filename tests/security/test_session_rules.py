@@ -65,7 +65,6 @@ def test_authenticated_pages_and_the_callback_are_not_stored(client: Any, path: 
     assert callback.headers["Cache-Control"] == "no-store"
     page = client.get(path)
     assert page.headers.getlist("Cache-Control") == ["no-store"]
-    assert page.headers.getlist("Pragma") == ["no-cache"]
 
 
 def test_client_secret_and_secret_key_never_reach_a_page(app: Flask, emulator: Any) -> None:
