@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import flask
 import redis
 from cachelib.file import FileSystemCache
 from flask import Flask, current_app, g, render_template
@@ -14,6 +15,9 @@ from flask.sessions import SessionMixin
 from flask_session.base import ServerSideSession
 from flask_session.cachelib import CacheLibSessionInterface
 from flask_session.redis import RedisSessionInterface
+from werkzeug.datastructures import ImmutableMultiDict
+from werkzeug.http import parse_cookie
+from werkzeug.utils import cached_property
 from werkzeug.wrappers import Request, Response
 
 from .session_cache import SessionCache
@@ -21,6 +25,19 @@ from .tokens import FileTokenStore, LocalCache, RedisTokenStore, RefreshPolicy, 
 
 log = logging.getLogger(__name__)
 STORE_ERRORS = (redis.exceptions.RedisError, OSError)
+
+
+class CookieRequest(flask.Request):
+    """Flask's request, with the cookies read from the one variable WSGI puts them in.
+
+    Werkzeug finds them by turning every variable of the environment into a header and keeping those
+    named Cookie; Flask-Session reads the session cookie on every request.
+    """
+
+    @cached_property
+    def cookies(self) -> ImmutableMultiDict[str, str]:
+        # parse_cookie is typed to return the mutable base class of the class it is given.
+        return parse_cookie(self.environ.get("HTTP_COOKIE"), cls=self.dict_storage_class)  # type: ignore[return-value]
 
 
 class StoreGuard:
@@ -90,6 +107,7 @@ class GuardedCacheLibSessionInterface(StoreGuard, CacheLibSessionInterface):
 
 def init_app(app: Flask) -> None:
     """Attach Flask-Session's interface for SESSION_BACKEND, and the token store beside it."""
+    app.request_class = CookieRequest
     config = app.config
     config.update(
         SESSION_PERMANENT=True,
