@@ -60,7 +60,7 @@ class StoreGuard:
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         if not session.modified:
             # With SESSION_REFRESH_EACH_REQUEST off, Flask-Session would only add this header too. Most
-            # requests only read the session, and a second Vary line is valid HTTP where merging is slow.
+            # requests only read the session; a Vary line of its own is valid HTTP and cheaper than merging.
             if session.accessed:
                 response.headers.add("Vary", "Cookie")
             return
@@ -106,7 +106,7 @@ class GuardedCacheLibSessionInterface(StoreGuard, CacheLibSessionInterface):
 
 
 def init_app(app: Flask) -> None:
-    """Attach Flask-Session's interface for SESSION_BACKEND, and the token store beside it."""
+    """Attach Flask-Session's interface for SESSION_BACKEND, and the token store and refresh policy beside it."""
     app.request_class = CookieRequest
     config = app.config
     config.update(
@@ -146,7 +146,7 @@ def init_app(app: Flask) -> None:
     app.extensions["mediaflow_token_cache"] = LocalCache()
     app.extensions["mediaflow_refresh_policy"] = RefreshPolicy(
         leeway=config["MEDIAFLOW_REFRESH_LEEWAY"],
-        # Long enough for one refresh to time out, so a waiting request never takes the lock from a live one.
+        # How long a request waits for another's refresh: long enough for that refresh to finish or time out.
         lock_timeout=config["MEDIAFLOW_CONNECT_TIMEOUT"] + config["MEDIAFLOW_READ_TIMEOUT"] + 2,
         # A token set lives as long as the session record that points at it.
         ttl=int(config["PERMANENT_SESSION_LIFETIME"].total_seconds()),

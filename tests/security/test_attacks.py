@@ -114,6 +114,8 @@ ATTACKS = [
     Attack("logout-with-another-sessions-csrf", _logout_with_another_sessions_csrf, 400, logged_in=True),
     Attack("logout-by-get", lambda client, app: client.get("/logout"), 405, logged_in=True),
     Attack("callback-by-post", lambda client, app: client.post("/callback?code=a&state=b"), 405),
+    Attack("logout-by-delete", lambda client, app: client.delete("/logout"), 405, logged_in=True),
+    Attack("post-to-no-page", lambda client, app: client.post("/no-such-page", data={"x": "1"}), 404, logged_in=True),
 ]
 
 
