@@ -25,8 +25,6 @@ HEADERS = [
 # Pages depend on the session: no browser or proxy may keep them (Back after logout shows nothing).
 # No "Pragma: no-cache" beside it: RFC 9111 (5.4) deprecates Pragma and never gave it a meaning in responses.
 NOT_STORED = [("Cache-Control", "no-store")]
-# The methods that change something, and so must carry the form's CSRF token (Flask-WTF's default list).
-UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class SecureHeaders:
@@ -58,11 +56,13 @@ def init_app(app: Flask) -> None:
     # the portal exempts nothing, so it asks for the check on unsafe methods only.
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     csrf = CSRFProtect(app)
+    # Flask-WTF's list of methods that must carry a token: POST, PUT, PATCH and DELETE unless configured.
+    checked_methods = app.config["WTF_CSRF_METHODS"]
 
     @app.before_request
     def check_csrf() -> None:
         # No endpoint: the URL or method matched no view, and the 404 or 405 says more than a CSRF error.
-        if request.method in UNSAFE_METHODS and request.endpoint:
+        if request.method in checked_methods and request.endpoint:
             csrf.protect()
 
     app.wsgi_app = SecureHeaders(app.wsgi_app, f"{app.static_url_path}/")  # type: ignore[method-assign]
