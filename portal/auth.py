@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -13,15 +14,19 @@ from flask import Blueprint, abort, current_app, flash, g, redirect, render_temp
 from werkzeug.wrappers import Response
 
 from . import mediaflow
-from .sessions import check_store_is_up, refresh_policy, regenerate_id, token_cache, token_store
+from .sessions import LOGIN_LIFETIME, check_store_is_up, refresh_policy, regenerate_id, token_cache, token_store
 from .tokens import SessionEnded, TokenSet, new_key, refresh_if_due
 
 log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
 
 MAX_NEXT_LENGTH = 2048
-# How long a login may take between /login and /callback.
-STATE_LIFETIME = 600
+# The portal's own record of the logins this browser started: state -> {"next": path, "at": time}.
+PENDING_LOGINS = "pending_logins"
+# A few tabs may log in at once; older logins are dropped, so no cookie can grow its record.
+MAX_PENDING_LOGINS = 3
+# How much of Mediaflow's error text a login failure shows.
+MAX_ERROR_LENGTH, MAX_DESCRIPTION_LENGTH = 64, 200
 # Write the idle-timeout mark at most this often, so most requests do not write the session.
 SEEN_RESOLUTION = 60
 
@@ -53,13 +58,14 @@ def redirect_uri() -> str:
 @bp.get("/login")
 def login() -> Response:
     """Send the browser to Mediaflow's login page with a fresh state."""
-    next_url = safe_next_url(request.args.get("next"))
-    client = mediaflow.client()
-    client.framework.expires_in = STATE_LIFETIME
-    target = redirect_uri()
-    authorization = client.create_authorization_url(target)
-    client.save_authorize_data(redirect_uri=target, next_url=next_url, **authorization)
-    return redirect(authorization["url"])
+    state = secrets.token_urlsafe(32)
+    pending = _pending_logins()
+    pending[state] = {"next": safe_next_url(request.args.get("next")), "at": time.time()}
+    for old in sorted(pending, key=lambda s: pending[s]["at"])[:-MAX_PENDING_LOGINS]:
+        _forget_login(old, pending)
+    session[PENDING_LOGINS] = pending
+    # Authlib keeps its own record of the state (and the PKCE verifier) and checks it at the callback.
+    return mediaflow.client().authorize_redirect(redirect_uri(), state=state)  # type: ignore[no-any-return]
 
 
 @bp.get("/callback")
@@ -68,17 +74,23 @@ def callback() -> Any:
     for name in ("code", "state", "error"):
         if len(request.args.getlist(name)) > 1:
             abort(400, description=f"The answer from Mediaflow had more than one '{name}'.")
-    pending = _pending_login(request.args.get("state"))
-    if request.args.get("error"):
-        if pending is not None:
-            mediaflow.client().framework.clear_state_data(session, request.args["state"])
-        error = request.args["error"]
-        log.info("Login failed: Mediaflow answered %r", error[:64])
-        template = "errors/denied.html" if error == "access_denied" else "errors/provider.html"
-        return render_template(template, error=error, description=request.args.get("error_description")), 400
-    if pending is None:
+    state = request.args.get("state", "")
+    pending = _pending_logins()
+    started = pending.pop(state, None)
+    if started is None:
+        # Also for an error: text from a callback this browser never started is nobody's to show.
         log.info("Login failed: unknown, expired or reused state")
         return render_template("errors/state.html"), 400
+    if request.args.get("error") or not request.args.get("code"):
+        # Authlib spends its own record of the state only in a code exchange: forget the login here.
+        _forget_login(state, pending)
+    session[PENDING_LOGINS] = pending
+    if request.args.get("error"):
+        error = request.args["error"][:MAX_ERROR_LENGTH]
+        log.info("Login failed: Mediaflow answered %r", error)
+        description = request.args.get("error_description", "")[:MAX_DESCRIPTION_LENGTH]
+        template = "errors/denied.html" if error == "access_denied" else "errors/provider.html"
+        return render_template(template, error=error, description=description), 400
     if not request.args.get("code"):
         log.info("Login failed: the callback has no code")
         return render_template("errors/provider.html", error="missing code", description=None), 400
@@ -87,10 +99,11 @@ def callback() -> Any:
     except mediaflow.StateMismatch:
         return render_template("errors/state.html"), 400
     except mediaflow.MediaflowRefused as error:
-        log.info("Login failed: Mediaflow refused the code (%s)", error.error[:64])
-        return render_template("errors/provider.html", error=error.error, description=error.description), 400
+        log.info("Login failed: Mediaflow refused the code (%s)", error.error[:MAX_ERROR_LENGTH])
+        description = error.description[:MAX_DESCRIPTION_LENGTH]
+        return render_template("errors/provider.html", error=error.error, description=description), 400
     _start_session(TokenSet.from_response(token))
-    return redirect(pending.get("next_url") or url_for("pages.index"))
+    return redirect(started["next"] or url_for("pages.index"))
 
 
 @bp.post("/logout")
@@ -153,19 +166,26 @@ def forget_tokens(key: str) -> None:
     token_cache().forget(key)
 
 
-def _pending_login(state: str | None) -> dict[str, Any] | None:
-    """The data saved at /login for this state, unless it is unknown or expired."""
-    if not state or len(state) > 256:
-        return None
-    record = session.get(f"_state_mediaflow_{state}")
-    if not isinstance(record, dict) or record.get("exp", 0) < time.time():
-        return None
-    data: dict[str, Any] | None = record.get("data")
-    return data
+def _pending_logins() -> dict[str, dict[str, Any]]:
+    """The logins this browser started less than LOGIN_LIFETIME ago, by state; expired ones are forgotten."""
+    pending = session.get(PENDING_LOGINS) or {}
+    now = time.time()
+    live = {state: started for state, started in pending.items()
+            if isinstance(started, dict) and isinstance(started.get("at"), int | float)
+            and 0 <= now - started["at"] < LOGIN_LIFETIME}
+    for state in pending.keys() - live.keys():
+        _forget_login(state, live)
+    return live
+
+
+def _forget_login(state: str, pending: dict[str, dict[str, Any]]) -> None:
+    pending.pop(state, None)
+    if state:
+        mediaflow.client().framework.clear_state_data(session, state)
 
 
 def _start_session(tokens: TokenSet) -> None:
-    """Store the token set under a new key and give the session a new id."""
+    """Store the token set under a new key, then give the session a new id (no session fixation)."""
     old_key = session.pop("tokens_key", None)
     if old_key:
         forget_tokens(old_key)
@@ -177,9 +197,10 @@ def _start_session(tokens: TokenSet) -> None:
         log.warning("Login: could not read /me (%s); continuing without a name", error)
     key = new_key()
     token_store().put(key, tokens, refresh_policy().ttl)
-    regenerate_id(session)
     now = time.time()
     session.update(tokens_key=key, user=user, login_at=now, seen_at=now)
+    # Only now: Flask-Session's regenerate skips an empty session, and Authlib has just emptied this one.
+    regenerate_id(session)
     log.info("Login succeeded for user %s", user["id"])
 
 

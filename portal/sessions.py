@@ -1,18 +1,28 @@
-"""Server-side sessions (Flask-Session) and the token store beside them, on one backend."""
+"""Server-side sessions (Flask-Session) and the token store beside them, on one backend.
+
+Session records are data, never code: Flask-Session 0.8 falls back to pickle for a Redis record it
+cannot decode, and cachelib's file cache pickles every value, so whoever can write to the store could
+run code in a worker. Both backends here read msgpack or JSON only, and a record without the shape
+the portal wrote starts a new, empty session.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import flask
+import msgspec
 import redis
-from cachelib.file import FileSystemCache
 from flask import Flask, current_app, g, render_template
 from flask.sessions import SessionMixin
-from flask_session.base import ServerSideSession
+from flask_session.base import Serializer, ServerSideSession
 from flask_session.cachelib import CacheLibSessionInterface
 from flask_session.redis import RedisSessionInterface
 from werkzeug.datastructures import ImmutableMultiDict
@@ -21,10 +31,99 @@ from werkzeug.utils import cached_property
 from werkzeug.wrappers import Request, Response
 
 from .session_cache import SessionCache
-from .tokens import FileTokenStore, LocalCache, RedisTokenStore, RefreshPolicy, StoreUnavailable, TokenStore
+from .tokens import (
+    SWEEP_INTERVAL,
+    FileTokenStore,
+    LocalCache,
+    RedisTokenStore,
+    RefreshPolicy,
+    StoreUnavailable,
+    TokenStore,
+    sweep_folder,
+    write_file,
+)
 
 log = logging.getLogger(__name__)
 STORE_ERRORS = (redis.exceptions.RedisError, OSError)
+
+# How long a login may take between /login and /callback. A session that holds no login lives this
+# long in the store, not a whole session lifetime: anonymous visitors cannot fill it.
+LOGIN_LIFETIME = 600
+# The values the portal reads from a session, and their types.
+RECORD_SHAPE: dict[str, type | tuple[type, ...]] = {
+    "tokens_key": str, "user": dict, "login_at": (int, float), "seen_at": (int, float), "pending_logins": dict,
+    "csrf_token": str, "_flashes": list, "_permanent": bool,
+}
+# What the stores return for bytes that are not a record: never well formed, so the session is cleared.
+UNREADABLE = "unreadable_record"
+
+
+def well_formed(record: dict[str, Any]) -> bool:
+    """True when every value the portal reads from this record has the type the portal wrote."""
+    return UNREADABLE not in record and all(
+        isinstance(record[name], kind) for name, kind in RECORD_SHAPE.items() if name in record
+    )
+
+
+class RecordSerializer(Serializer):
+    """Redis records as msgpack, as Flask-Session writes them; decoding never falls back to pickle."""
+
+    def encode(self, session: ServerSideSession) -> bytes:
+        return msgspec.msgpack.encode(dict(session))
+
+    def decode(self, serialized_data: bytes) -> dict[str, Any]:
+        try:
+            record = msgspec.msgpack.decode(serialized_data)
+        except msgspec.DecodeError:
+            return {UNREADABLE: True}
+        return record if isinstance(record, dict) else {UNREADABLE: True}
+
+
+class JsonFileCache:
+    """The part of cachelib's FileSystemCache that Flask-Session uses (get, set, delete), as JSON files.
+
+    cachelib pickles values, and prunes only past a threshold, live sessions included. Here a file's
+    modification time is its expiry, so a sweep needs one stat per file.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def _path(self, key: str) -> Path:
+        # The key carries the cookie's text: hashed, no cookie can name a path.
+        return self.directory / hashlib.sha256(key.encode()).hexdigest()
+
+    def get(self, key: str) -> Any:
+        path = self._path(key)
+        try:
+            with path.open("rb") as handle:
+                if os.fstat(handle.fileno()).st_mtime <= time.time():
+                    return None
+                raw = handle.read()
+        except FileNotFoundError:
+            return None
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            return {UNREADABLE: True}
+        return record if isinstance(record, dict) else {UNREADABLE: True}
+
+    def set(self, key: str, value: Any, timeout: float) -> bool:
+        write_file(self._path(key), json.dumps(value).encode(), expires_at=time.time() + timeout)
+        return True
+
+    def delete(self, key: str) -> bool:
+        self._path(key).unlink(missing_ok=True)
+        return True
+
+    def expire(self, key: str, seconds: float) -> None:
+        expires_at = time.time() + seconds
+        os.utime(self._path(key), (expires_at, expires_at))
+
+    def sweep(self, now: float) -> int:
+        """Remove expired records; return how many went."""
+        return sweep_folder(self.directory, lambda entry: entry.stat().st_mtime <= now)
 
 
 class CookieRequest(flask.Request):
@@ -50,12 +149,16 @@ class StoreGuard:
     def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
         try:
             session: SessionMixin | None = super().open_session(app, request)  # type: ignore[misc]
-            return session
         except STORE_ERRORS as error:
             log.error("The session store failed while loading a session (%s)", error.__class__.__name__)
             g.session_store_down = True
             null: SessionMixin | None = self.make_null_session(app)  # type: ignore[attr-defined]
             return null
+        if session is not None and not well_formed(dict(session)):
+            log.warning("A session record could not be read; a new, empty session starts")
+            # Saved as an emptied session: Flask-Session deletes the record and the cookie.
+            session.clear()
+        return session
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         if not session.modified:
@@ -66,6 +169,9 @@ class StoreGuard:
             return
         try:
             super().save_session(app, session, response)  # type: ignore[misc]
+            if session and "tokens_key" not in session:
+                # Pending logins or a message only: keep it as long as a login may take.
+                self.expire(session.sid, LOGIN_LIFETIME)  # type: ignore[attr-defined]
         except STORE_ERRORS as error:
             log.error("The session store failed while saving a session (%s)", error.__class__.__name__)
             # The response would claim a change that was not stored: answer 503 instead.
@@ -81,7 +187,11 @@ class GuardedRedisSessionInterface(StoreGuard, RedisSessionInterface):
 
     def __init__(self, app: Flask, *, cache: SessionCache | None, **options: Any) -> None:
         super().__init__(app, **options)
+        self.serializer = RecordSerializer()
         self.cache = cache
+
+    def expire(self, sid: str, seconds: int) -> None:
+        self.client.expire(self.key_prefix + sid, seconds)
 
     def _retrieve_session_data(self, store_id: str) -> dict[str, Any] | None:
         if self.cache is None:
@@ -101,8 +211,33 @@ class GuardedRedisSessionInterface(StoreGuard, RedisSessionInterface):
             self.cache.forget(store_id)
 
 
-class GuardedCacheLibSessionInterface(StoreGuard, CacheLibSessionInterface):
-    pass
+class GuardedFileSessionInterface(StoreGuard, CacheLibSessionInterface):
+    """Flask-Session's cachelib interface over JSON files, sweeping expired session and token files."""
+
+    def __init__(self, app: Flask, *, files: JsonFileCache, tokens: FileTokenStore, **options: Any) -> None:
+        super().__init__(app, client=files, **options)
+        self.files = files
+        self.tokens = tokens
+        self.next_sweep = 0.0
+
+    def expire(self, sid: str, seconds: int) -> None:
+        self.files.expire(self.key_prefix + sid, seconds)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        super().save_session(app, session, response)
+        now = time.time()
+        # On writes only, and at a bounded rate: a sweep lists both folders.
+        if session.modified and now >= self.next_sweep:
+            self.next_sweep = now + SWEEP_INTERVAL
+            self.sweep(now)
+
+    def sweep(self, now: float) -> int:
+        """Remove expired session records, token sets and idle lock files; return how many went."""
+        try:
+            return self.files.sweep(now) + self.tokens.sweep(now)
+        except OSError as error:
+            log.warning("Could not sweep expired session files (%s)", error.__class__.__name__)
+            return 0
 
 
 def init_app(app: Flask) -> None:
@@ -136,12 +271,10 @@ def init_app(app: Flask) -> None:
         store = RedisTokenStore(client)
     else:
         base = Path(config.get("SESSION_FILE_DIR") or app.instance_path)
-        folder = base / "sessions"
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # threshold=0: never evict live sessions to make room.
-        cache = FileSystemCache(str(folder), threshold=0, mode=0o600)
-        app.session_interface = GuardedCacheLibSessionInterface(app, client=cache, **options)
-        store = FileTokenStore(base / "tokens")
+        files = FileTokenStore(base / "tokens")
+        app.session_interface = GuardedFileSessionInterface(app, files=JsonFileCache(base / "sessions"),
+                                                            tokens=files, **options)
+        store = files
     app.extensions["mediaflow_tokens"] = store
     app.extensions["mediaflow_token_cache"] = LocalCache()
     app.extensions["mediaflow_refresh_policy"] = RefreshPolicy(

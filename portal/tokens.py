@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 # Backoff after a failed refresh while the access token is still valid: 5 s, 10 s, … at most 60 s.
 BACKOFF_START, BACKOFF_MAX = 5.0, 60.0
+# The filesystem backend removes expired session, token and lock files at most this often.
+SWEEP_INTERVAL = 60.0
 
 
 class SessionEnded(Exception):
@@ -99,7 +101,10 @@ class TokenStore(Protocol):
 
 
 class FileTokenStore:
-    """One JSON file per token set under the instance folder, locked with an OS file lock."""
+    """One JSON file per token set under the instance folder, locked with an OS file lock.
+
+    A file's modification time is its expiry, as for the session files beside it.
+    """
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
@@ -110,25 +115,24 @@ class FileTokenStore:
 
     def get(self, key: str) -> TokenSet | None:
         try:
-            raw = self._path(key).read_text()
+            with self._path(key).open() as handle:
+                if os.fstat(handle.fileno()).st_mtime <= time.time():
+                    return None
+                raw = handle.read()
         except FileNotFoundError:
             return None
-        except OSError as error:
-            raise StoreUnavailable(f"the token folder cannot be read ({error.strerror})") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise StoreUnavailable(f"the token folder cannot be read ({error.__class__.__name__})") from None
         return TokenSet.from_json(raw)
 
     def put(self, key: str, tokens: TokenSet, ttl: int) -> None:
-        # Write then rename, so a reader never sees half a file.
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
-            with os.fdopen(fd, "w") as handle:
-                handle.write(tokens.to_json())
-            os.replace(tmp, self._path(key))
+            write_file(self._path(key), tokens.to_json().encode(), expires_at=time.time() + ttl)
         except OSError as error:
             raise StoreUnavailable(f"the token folder cannot be written ({error.strerror})") from None
 
     def delete(self, key: str) -> None:
-        # The lock file stays: removing it while another process waits on it would split the lock.
+        # The lock file stays until a sweep: removing it while another process waits on it would split the lock.
         self._path(key).unlink(missing_ok=True)
 
     @contextmanager
@@ -142,6 +146,47 @@ class FileTokenStore:
     def ping(self) -> None:
         if not os.access(self.directory, os.W_OK):
             raise StoreUnavailable(f"the session folder {self.directory} is not writable")
+
+    def sweep(self, now: float) -> int:
+        """Remove expired token sets, and the lock files of token sets that are gone; return how many went."""
+        def expired(entry: os.DirEntry[str]) -> bool:
+            if entry.name.endswith(".lock"):
+                # A lock is taken only after its token set was read, so one without a token set is idle.
+                token_file = entry.path.removesuffix(".lock") + ".json"
+                return not os.path.exists(token_file) and entry.stat().st_mtime < now - SWEEP_INTERVAL
+            return entry.stat().st_mtime <= now
+
+        return sweep_folder(self.directory, expired)
+
+
+def write_file(path: Path, data: bytes, expires_at: float) -> None:
+    """Write aside, then rename: a reader never sees half a file. The file's mtime is its expiry."""
+    fd, draft = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.utime(draft, (expires_at, expires_at))
+        os.replace(draft, path)
+    except BaseException:
+        Path(draft).unlink(missing_ok=True)
+        raise
+
+
+def sweep_folder(folder: Path, expired: Callable[[os.DirEntry[str]], bool]) -> int:
+    """Unlink the files of folder for which expired(entry) is true, and drafts a crash left behind."""
+    removed = 0
+    written_before = time.time() - SWEEP_INTERVAL
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            try:
+                # A draft's mtime is already its record's expiry; its ctime says when it was written.
+                gone = entry.stat().st_ctime < written_before if entry.name.startswith(".tmp-") else expired(entry)
+                if gone:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
 
 
 class RedisTokenStore:

@@ -36,7 +36,7 @@ def test_login_redirects_to_mediaflow_with_code_client_redirect_uri_and_a_fresh_
     assert params["redirect_uri"] == "http://localhost/callback"
     assert len(params["state"]) >= 30
     assert params["state"] != query_of(second.headers["Location"])["state"]
-    assert "scope" not in params and "code_challenge" not in params
+    assert "scope" not in params
 
 
 def test_scope_is_sent_only_when_configured(make_app: Callable[..., Flask]) -> None:
@@ -54,17 +54,21 @@ def test_code_is_exchanged_with_client_secret_post_and_the_same_redirect_uri(cli
     portal_login(client)
     exchange = emulator.stats()["recent_token_requests"][0]
     assert exchange["client_auth"] == "client_secret_post"
-    assert exchange["fields"] == ["client_id", "client_secret", "code", "grant_type", "redirect_uri"]
+    assert exchange["fields"] == ["client_id", "client_secret", "code", "code_verifier", "grant_type", "redirect_uri"]
     assert exchange["redirect_uri"] == "http://localhost/callback"
 
 
-def test_login_renews_the_session_id_and_drops_the_old_record(client: Any) -> None:
-    client.get("/login")
+def test_one_login_renews_the_session_id_and_the_pre_login_id_stays_logged_out(client: Any) -> None:
+    login = client.get("/login")
     before = session_cookie(client)
-    portal_login(client)
+    answer = sign_in(login.headers["Location"])
+    callback = client.get(answer.headers["Location"].split("localhost", 1)[1])
+    assert callback.status_code == 302 and callback.headers["Location"] == "/"
     after = session_cookie(client)
     assert before and after and before != after
+    assert client.get("/session").status_code == 200
     client.set_cookie("mediaflow_portal", before)
+    assert client.get("/session").status_code == 302
     assert "Log in with Mediaflow" in client.get("/").text
 
 
@@ -104,15 +108,23 @@ def test_logout_by_get_is_not_allowed(client: Any) -> None:
     assert client.get("/session").status_code == 200
 
 
-def test_pkce_sends_an_s256_challenge_and_the_verifier(make_app: Callable[..., Flask], emulator: Emulator) -> None:
-    client = make_app(MEDIAFLOW_PKCE=True).test_client()
+@pytest.mark.parametrize(("settings", "pkce"), [({}, True), ({"MEDIAFLOW_PKCE": True}, True),
+                                               ({"MEDIAFLOW_PKCE": False}, False)],
+                         ids=["default", "on", "off"])
+def test_pkce_sends_an_s256_challenge_and_the_verifier_unless_turned_off(
+    make_app: Callable[..., Flask], emulator: Emulator, settings: dict[str, Any], pkce: bool
+) -> None:
+    client = make_app(**settings).test_client()
     login = client.get("/login")
     params = query_of(login.headers["Location"])
-    assert params["code_challenge_method"] == "S256" and len(params["code_challenge"]) == 43
+    if pkce:
+        assert params["code_challenge_method"] == "S256" and len(params["code_challenge"]) == 43
+    else:
+        assert "code_challenge" not in params and "code_challenge_method" not in params
     answer = sign_in(login.headers["Location"])
     callback = answer.headers["Location"].split("/callback", 1)[1]
     assert client.get("/callback" + callback).headers["Location"] == "/"
-    assert "code_verifier" in emulator.stats()["recent_token_requests"][0]["fields"]
+    assert ("code_verifier" in emulator.stats()["recent_token_requests"][0]["fields"]) is pkce
 
 
 def test_two_logins_started_in_one_browser_both_succeed(client: Any) -> None:

@@ -23,7 +23,7 @@ def test_defaults_point_at_the_real_mediaflow() -> None:
     assert DEFAULTS["MEDIAFLOW_TOKEN_URL"] == "https://accounts.mediaflow.com/1/oauth2/token"
     assert DEFAULTS["MEDIAFLOW_API_BASE"] == "https://api.mediaflow.com/1"
     assert DEFAULTS["MEDIAFLOW_REFRESH_LEEWAY"] == 60
-    assert DEFAULTS["MEDIAFLOW_PKCE"] is False
+    assert DEFAULTS["MEDIAFLOW_PKCE"] is True
     assert DEFAULTS["SESSION_BACKEND"] == "filesystem"
     assert DEFAULTS["SESSION_REDIS_CACHE"] is True
 

@@ -58,10 +58,20 @@ def test_denied_login_says_so(client: Any) -> None:
     assert_page(client.get(path), 400, "You did not allow the login", "Start again")
 
 
-def test_provider_error_description_is_escaped(client: Any) -> None:
-    response = client.get("/callback?error=server_error&error_description=<script>alert(1)</script>")
-    assert_page(response, 400, "server_error", "&lt;script&gt;alert(1)&lt;/script&gt;")
-    assert "<script>" not in response.text
+def test_provider_error_description_is_escaped_and_cut_short(client: Any) -> None:
+    state = query_of(client.get("/login").headers["Location"])["state"]
+    description = "<script>alert(1)</script>" + "x" * 1000
+    response = client.get(f"/callback?state={state}&error=server_error&error_description={description}")
+    assert_page(response, 400, "server_error", "&lt;script&gt;alert(1)&lt;/script&gt;" + "x" * 175)
+    assert "<script>" not in response.text and "x" * 176 not in response.text
+
+
+@pytest.mark.parametrize("state", ["", "state=never-issued&"], ids=["no-state", "unknown-state"])
+def test_provider_error_text_without_a_state_this_browser_started_is_not_shown(client: Any, state: str) -> None:
+    client.get("/login")
+    response = client.get(f"/callback?{state}error=server_error&error_description=Call+0800+to+fix+your+login")
+    assert_page(response, 400, "This login could not be checked", "Start again")
+    assert "0800" not in response.text and "server_error" not in response.text
 
 
 def test_unknown_page_is_a_404_page(client: Any) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -9,10 +13,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import msgspec
 import pytest
 from flask import Flask
 
+from portal.auth import PENDING_LOGINS
+from portal.sessions import LOGIN_LIFETIME
 from tests.support import csrf_token, portal_login, query_of, sign_in
+
+COOKIE = "mediaflow_portal"
 
 
 def token_sets(app: Flask) -> int:
@@ -30,10 +39,39 @@ def start_login(client: Any, next_url: str | None = None) -> tuple[str, str]:
 
 
 def expire_pending_logins(client: Any) -> None:
-    """Age the login states in this browser's session past their lifetime (as waiting would)."""
+    """Age the logins this browser started past their lifetime (as waiting would)."""
     with client.session_transaction() as session:
-        for key in [k for k in session if k.startswith("_state_mediaflow_")]:
-            session[key] = {**session[key], "exp": time.time() - 1}
+        session[PENDING_LOGINS] = {state: {**started, "at": time.time() - LOGIN_LIFETIME - 1}
+                                   for state, started in session[PENDING_LOGINS].items()}
+
+
+def record_path(app: Flask, sid: str) -> Path:
+    """Where the filesystem backend keeps the record of this session id."""
+    key = f"mediaflow:session:{sid}".encode()
+    return Path(app.config["SESSION_FILE_DIR"]) / "sessions" / hashlib.sha256(key).hexdigest()
+
+
+def record_size(app: Flask, sid: str) -> int:
+    """The bytes the store holds for this session id (0 when there is no record)."""
+    if app.config["SESSION_BACKEND"] == "redis":
+        return int(app.config["SESSION_REDIS"].strlen(f"mediaflow:session:{sid}"))
+    path = record_path(app, sid)
+    return path.stat().st_size if path.exists() else 0
+
+
+def plant_record(app: Flask, sid: str, raw: bytes | object) -> None:
+    """Write the record of sid, as someone with write access to the store could: bytes as they are, data in
+    the backend's own format (msgpack in Redis, JSON in files)."""
+    redis_backend = app.config["SESSION_BACKEND"] == "redis"
+    if not isinstance(raw, bytes):
+        raw = msgspec.msgpack.encode(raw) if redis_backend else json.dumps(raw).encode()
+    if redis_backend:
+        app.config["SESSION_REDIS"].set(f"mediaflow:session:{sid}", raw, ex=600)
+        return
+    path = record_path(app, sid)
+    assert path.exists(), "the store does not keep records where this test plants them"
+    path.write_bytes(raw)
+    os.utime(path, (time.time() + 600, time.time() + 600))
 
 
 @dataclass
@@ -71,16 +109,69 @@ def _code_from_another_browser(client: Any, app: Flask) -> Any:
 
 
 def _forged_cookie(client: Any, app: Flask) -> Any:
-    client.set_cookie("mediaflow_portal", "attacker-chosen-session-id-0000000000000")
-    response = client.get("/")
-    cookie = client.get_cookie("mediaflow_portal")
-    assert cookie is None or cookie.value == "attacker-chosen-session-id-0000000000000"
-    other = app.test_client()
-    other.set_cookie("mediaflow_portal", "attacker-chosen-session-id-0000000000000")
-    portal_login(other)
-    assert other.get_cookie("mediaflow_portal").value != "attacker-chosen-session-id-0000000000000"
-    other.post("/logout", data={"csrf_token": csrf_token(other.get("/").text)})
+    forged = "attacker-chosen-session-id-0000000000000"
+    client.set_cookie(COOKIE, forged)
+    response = client.get("/login")
+    # An id the store never issued is never adopted: the session that /login writes gets its own.
+    assert client.get_cookie(COOKIE).value != forged
+    victim = app.test_client()
+    victim.set_cookie(COOKIE, forged)
+    portal_login(victim)
+    assert victim.get_cookie(COOKIE).value != forged
+    victim.post("/logout", data={"csrf_token": csrf_token(victim.get("/").text)})
     return response
+
+
+def _valid_id_planted_before_login(client: Any, app: Flask) -> Any:
+    client.get("/login")  # the attacker's own, valid, pre-login session id
+    planted = client.get_cookie(COOKIE).value
+    victim = app.test_client()
+    victim.set_cookie(COOKIE, planted)
+    portal_login(victim)  # one /login, as a person does it
+    assert victim.get_cookie(COOKIE).value != planted
+    response = client.get("/session")  # the attacker still holds the planted id: not logged in
+    victim.post("/logout", data={"csrf_token": csrf_token(victim.get("/").text)})
+    return response
+
+
+def _stolen_code_pasted_into_own_callback(client: Any, app: Flask) -> Any:
+    victim = app.test_client()
+    code, _ = start_login(victim)  # the victim's code, taken before the victim's browser delivers it
+    attacker_state = query_of(client.get("/login").headers["Location"])["state"]
+    return client.get(f"/callback?code={code}&state={attacker_state}")
+
+
+def _login_flood_from_one_cookie(client: Any, app: Flask) -> Any:
+    sizes = []
+    for count in range(1, 3001):
+        response = client.get("/login")
+        if count in (30, 3000):
+            sizes.append(record_size(app, client.get_cookie(COOKIE).value))
+    assert 0 < sizes[0] < 4096 and abs(sizes[1] - sizes[0]) <= 16, sizes  # times differ in their last digits
+    return response
+
+
+class RunsCode:
+    """A pickle that runs a command when it is loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _planted(make: Callable[[Path], bytes | object]) -> Callable[[Any, Flask], Any]:
+    def run(client: Any, app: Flask) -> Any:
+        client.get("/login")
+        sid = client.get_cookie(COOKIE).value
+        marker = Path(app.config["SESSION_FILE_DIR"]).parent / "pwned"
+        plant_record(app, sid, make(marker))
+        first, second = client.get("/"), client.get("/session")
+        assert not marker.exists(), "a planted record ran code in the worker"
+        assert second.status_code == 302 and record_size(app, sid) == 0, "the planted record is still read"
+        return first
+    return run
 
 
 def _logout_without_csrf(client: Any, app: Flask) -> Any:
@@ -109,7 +200,16 @@ ATTACKS = [
            payloads=[SCRIPT]),
     Attack("error-code-script", _callback(f"error={quote(SCRIPT)}"), 400, payloads=[SCRIPT]),
     Attack("replayed-callback-after-login", _replayed_callback, 400, logged_in=True),
-    Attack("forged-session-cookie", _forged_cookie, 200),
+    Attack("forged-session-cookie", _forged_cookie, 302),
+    Attack("valid-id-planted-before-one-login", _valid_id_planted_before_login, 302),
+    Attack("stolen-code-in-own-callback-pkce", _stolen_code_pasted_into_own_callback, 400),
+    Attack("error-text-without-a-state", _callback(f"error=server_error&error_description={quote(SCRIPT)}+0800"), 400,
+           payloads=["server_error", "0800"]),
+    Attack("login-flood-from-one-cookie", _login_flood_from_one_cookie, 302),
+    Attack("planted-pickle-record", _planted(lambda marker: pickle.dumps({"x": RunsCode(marker)})), 200),
+    Attack("planted-garbage-record", _planted(lambda marker: b"\x00\xff not a record"), 200),
+    Attack("planted-list-record", _planted(lambda marker: [1, 2]), 200),
+    Attack("planted-wrong-types", _planted(lambda marker: {"tokens_key": 5, "user": "x", "login_at": "now"}), 200),
     Attack("logout-without-csrf", _logout_without_csrf, 400, logged_in=True),
     Attack("logout-with-another-sessions-csrf", _logout_with_another_sessions_csrf, 400, logged_in=True),
     Attack("logout-by-get", lambda client, app: client.get("/logout"), 405, logged_in=True),
@@ -159,3 +259,17 @@ def test_next_never_leads_off_site(app: Flask, next_url: str) -> None:
 def test_next_accepts_local_paths(app: Flask, next_url: str) -> None:
     client = app.test_client()
     assert portal_login(client, next_url=quote(next_url, safe="")).headers["Location"] == next_url
+
+
+@pytest.mark.parametrize(("pkce", "status", "logged_in"), [(True, 400, False), (False, 302, True)],
+                         ids=["pkce-on-refused", "pkce-off-attacker-logged-in"])
+def test_a_stolen_code_in_the_attackers_own_callback_needs_pkce_to_fail(make_app: Callable[..., Flask], pkce: bool,
+                                                                       status: int, logged_in: bool) -> None:
+    """Code injection (RFC 9700 4.5): without PKCE nothing ties the code to the browser that started the login."""
+    app = make_app(MEDIAFLOW_PKCE=pkce)
+    attacker = app.test_client()
+    assert _stolen_code_pasted_into_own_callback(attacker, app).status_code == status
+    session = attacker.get("/session")
+    assert (session.status_code == 200) is logged_in
+    if logged_in:
+        assert session.json["user"]["name"] == "Demo User"  # the victim

@@ -35,7 +35,8 @@ def test_redact_hides_secret_values_by_the_name_they_follow(text: str, hidden: l
 def test_a_line_break_in_a_request_value_cannot_forge_a_log_line(make_app: Any,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     client = make_app().test_client()
-    client.get("/callback?error=access_denied%0a2026-01-01 INFO portal.auth: Login succeeded for user 1")
+    state = query_of(client.get("/login").headers["Location"])["state"]
+    client.get(f"/callback?state={state}&error=access_denied%0a2026-01-01 INFO portal.auth: Login succeeded for user 1")
     lines = [line for line in capsys.readouterr().out.splitlines() if "portal.auth" in line]
     assert len(lines) == 1
     assert "Login failed" in lines[0] and "\\n2026-01-01" in lines[0]
