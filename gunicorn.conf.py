@@ -17,6 +17,10 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = 5
 
+# TLS at gunicorn, for a deployment without a TLS-terminating proxy in front; both files or neither.
+certfile = os.environ.get("GUNICORN_CERTFILE") or None
+keyfile = os.environ.get("GUNICORN_KEYFILE") or None
+
 # Logs go to stdout. The access log shows the path without its query string: a callback's
 # query holds the authorization code and state.
 accesslog = "-"
@@ -33,9 +37,14 @@ def post_fork(server, worker):  # type: ignore[no-untyped-def]
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]
-    # Checked here, where the worker count is known; the app checks everything else itself.
+    # Checked here, where the worker count is known, before gunicorn opens its sockets;
+    # the app checks everything else itself.
     try:
         check_workers(server.cfg.workers)
+        # gunicorn itself would accept a certfile alone (key inside) or fail later on a keyfile alone.
+        if bool(certfile) != bool(keyfile):
+            raise ConfigError("GUNICORN_CERTFILE and GUNICORN_KEYFILE go together: set both to serve https, "
+                              "or neither")
     except ConfigError as error:
         print(f"Mediaflow Portal cannot start: {error}", file=sys.stderr)
         sys.exit(2)

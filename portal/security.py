@@ -1,4 +1,4 @@
-"""CSRF checks, and the response headers from RFC 9700 and OWASP: a strict CSP, no sniffing, no Referer, no caching."""
+"""CSRF checks; headers from RFC 9700 and OWASP: a strict CSP, no sniffing, no Referer off-site, no caching."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ HEADERS = [
     ("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; "
      "object-src 'none'"),
     ("X-Content-Type-Options", "nosniff"),
-    # The callback URL carries the code: never send it on in a Referer.
-    ("Referrer-Policy", "no-referrer"),
+    # Never a Referer (the callback's code) to other sites; same-origin POSTs keep theirs for Flask-WTF's https check.
+    ("Referrer-Policy", "same-origin"),
     ("X-Frame-Options", "DENY"),
 ]
 # Pages depend on the session: no browser or proxy may keep them (Back after logout shows nothing).

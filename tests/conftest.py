@@ -23,8 +23,10 @@ from tests.support import (
     stop,
     wait_for_port,
 )
+from tests.tls import HTTPS_PORTS
 
-TEST_CALLBACKS = ["http://localhost/callback"] + [f"http://127.0.0.1:{p}/callback" for p in PORTAL_PORTS]
+TEST_CALLBACKS = (["http://localhost/callback"] + [f"http://127.0.0.1:{p}/callback" for p in PORTAL_PORTS]
+                  + [f"https://127.0.0.1:{p}/callback" for p in HTTPS_PORTS])
 
 CLIENTS = [
     client_settings("portal-test", redirect_uris=TEST_CALLBACKS),

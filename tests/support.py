@@ -44,13 +44,14 @@ def free_port() -> int:
 PORTAL_PORTS = [free_port() for _ in range(4)]
 
 
-def wait_for_http(url: str, process: subprocess.Popen[bytes] | None = None, seconds: float = 20) -> None:
+def wait_for_http(url: str, process: subprocess.Popen[bytes] | None = None, seconds: float = 20,
+                  verify: bool | str = True) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"process for {url} exited with {process.returncode}")
         try:
-            requests.get(url, timeout=1)
+            requests.get(url, timeout=1, verify=verify)
             return
         except requests.RequestException:
             time.sleep(0.1)
@@ -201,7 +202,10 @@ class Portal:
 
 
 def start_portal(tmp: Path, port: int, settings: Mapping[str, str]) -> Portal:
-    """Run the Dockerfile's CMD (gunicorn) from a staged image folder with these settings."""
+    """Run the Dockerfile's CMD (gunicorn) from a staged image folder with these settings.
+
+    With GUNICORN_CERTFILE among the settings, gunicorn serves https and is checked against that certificate.
+    """
     app_dir = stage_image(tmp / "image")
     command = dockerfile_cmd()
     assert command[0] == "gunicorn"
@@ -210,12 +214,14 @@ def start_portal(tmp: Path, port: int, settings: Mapping[str, str]) -> Portal:
     with log.open("wb") as out:
         process = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), *command[1:]], cwd=app_dir,
                                    env=dict(env), stdout=out, stderr=subprocess.STDOUT)
+    certfile = settings.get("GUNICORN_CERTFILE")
+    url = f"{'https' if certfile else 'http'}://127.0.0.1:{port}"
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/healthz", process)
+        wait_for_http(f"{url}/healthz", process, verify=certfile or True)
     except RuntimeError:
         stop(process)
         raise RuntimeError(f"the portal did not start:\n{log.read_text()}") from None
-    return Portal(f"http://127.0.0.1:{port}", process, log)
+    return Portal(url, process, log)
 
 
 def portal_settings(emulator: Emulator, client_id: str, port: int, **extra: str) -> dict[str, str]:

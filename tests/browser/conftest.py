@@ -38,15 +38,26 @@ def portal(emulator: Emulator, redis_server: RedisServer, tmp_path_factory: pyte
     stop(running.process)
 
 
-@pytest.fixture
-def page(browser: Browser, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Page]:
-    """A fresh browser profile per test; its last page is saved as a screenshot in the test's temp folder."""
-    context = browser.new_context(viewport={"width": 1100, "height": 800})
+def fresh_page(browser: Browser, tmp_path: Path, request: pytest.FixtureRequest, **options: Any) -> Iterator[Page]:
+    """A fresh browser profile; its last page is saved as a screenshot in the test's temp folder."""
+    context = browser.new_context(viewport={"width": 1100, "height": 800}, **options)
     opened = context.new_page()
     yield opened
     for number, each in enumerate(context.pages):
         each.screenshot(path=str(tmp_path / f"{request.node.name}-{number}.png"), full_page=True)
     context.close()
+
+
+@pytest.fixture
+def page(browser: Browser, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A fresh browser profile per test."""
+    yield from fresh_page(browser, tmp_path, request)
+
+
+@pytest.fixture
+def https_page(browser: Browser, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A fresh browser profile per test that accepts the tests' self-signed certificates."""
+    yield from fresh_page(browser, tmp_path, request, ignore_https_errors=True)
 
 
 def assert_accessible(page: Page) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from tests.support import portal_login
+from tests.support import csrf_token, portal_login
 
 
 def test_idle_timeout_ends_the_session_on_the_server(make_app: Callable[..., Flask]) -> None:
@@ -53,10 +53,29 @@ def test_every_response_carries_the_security_headers(client: Any, path: str) -> 
     assert "default-src 'self'" in headers["Content-Security-Policy"]
     assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
     assert headers["X-Content-Type-Options"] == "nosniff"
-    assert headers["Referrer-Policy"] == "no-referrer"
+    assert headers["Referrer-Policy"] == "same-origin"  # no Referer to other sites; see tests/browser/test_https.py
     for name in ("Content-Security-Policy", "X-Content-Type-Options", "Referrer-Policy", "X-Frame-Options",
                  "Cache-Control"):
         assert len(headers.getlist(name)) <= 1, name  # said once, never twice with different values
+
+
+# Over https Flask-WTF also wants the POST's Referer to be the portal itself (WTF_CSRF_SSL_STRICT): a token
+# alone is not enough. Referrer-Policy: same-origin is what lets a browser send it (tests/browser/test_https.py).
+@pytest.mark.parametrize(
+    ("referer", "status"),
+    [("https://localhost/account", 302), (None, 400), ("https://evil.example/", 400), ("http://localhost/", 400),
+     ("https://localhost:8443/", 400)],
+    ids=["same-origin", "no-referer", "other-site", "same-host-plain-http", "other-port"],
+)
+def test_logout_over_https_needs_a_referer_from_the_portal_itself(make_app: Callable[..., Flask],
+                                                                 referer: str | None, status: int) -> None:
+    client = make_app().test_client()
+    portal_login(client)
+    token = csrf_token(client.get("/", base_url="https://localhost").text)
+    headers = {"Referer": referer} if referer else {}
+    answer = client.post("/logout", data={"csrf_token": token}, headers=headers, base_url="https://localhost")
+    assert answer.status_code == status
+    assert (client.get("/session").status_code == 200) is (status != 302)
 
 
 @pytest.mark.parametrize("path", ["/", "/account", "/session"])

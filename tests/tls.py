@@ -1,0 +1,109 @@
+"""TLS as deployed, for tests: a throwaway certificate for 127.0.0.1, and nginx run from a config of the test's own."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.support import free_port, require_binary, stop, wait_for_port
+
+NGINX = "/usr/sbin/nginx"
+
+# Ports reserved for portals reached over https in tests, so their callbacks can be registered.
+HTTPS_PORTS = [free_port() for _ in range(2)]
+
+
+@dataclass(frozen=True)
+class Certificate:
+    cert: Path
+    key: Path
+
+
+def make_certificate(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> Certificate:
+    """Write a self-signed certificate for hosts, valid for a day, and its key (mode 0600) into directory."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Mediaflow Portal test")])
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        # Its own trust anchor, so a client can verify it with verify=cert (requests) or a CA file.
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    paths = Certificate(directory / "server.crt", directory / "server.key")
+    paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths.key.touch(mode=0o600)
+    paths.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()))
+    return paths
+
+
+@dataclass
+class Nginx:
+    url: str
+    process: subprocess.Popen[bytes]
+    prefix: Path
+
+    def logs(self) -> str:
+        """nginx's own output and error log, for a failure message."""
+        return "\n".join((self.prefix / name).read_text(errors="replace") for name in ("stderr.log", "error.log")
+                         if (self.prefix / name).exists())
+
+
+def start_nginx(prefix: Path, port: int, http_block: str, scheme: str = "https") -> Nginx:
+    """Run nginx in the foreground with http_block (upstreams, servers listening on port) inside its http {}.
+
+    Everything nginx writes (pid, logs, temp files) stays under prefix, so tests never touch /etc or /var.
+    """
+    binary = require_binary(NGINX, "nginx")
+    prefix.mkdir(parents=True, exist_ok=True)
+    # As root, nginx's workers would run as an unprivileged user that cannot enter pytest's 0700 temp folders.
+    user = "user root;" if os.geteuid() == 0 else ""
+    temp_paths = "\n".join(f"    {kind}_temp_path {prefix / kind};"
+                           for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    conf = prefix / "nginx.conf"
+    conf.write_text(f"""{user}
+worker_processes 1;
+pid {prefix / "nginx.pid"};
+error_log {prefix / "error.log"} warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log {prefix / "access.log"};
+{temp_paths}
+{http_block}
+}}
+""")
+    with (prefix / "stderr.log").open("wb") as out:
+        process = subprocess.Popen([binary, "-c", str(conf), "-p", f"{prefix}/", "-e", str(prefix / "error.log"),
+                                    "-g", "daemon off;"], stdout=out, stderr=subprocess.STDOUT)
+    nginx = Nginx(f"{scheme}://127.0.0.1:{port}", process, prefix)
+    try:
+        wait_for_port(port, process)
+    except RuntimeError as error:
+        stop(process)
+        raise RuntimeError(f"nginx did not start ({error}):\n{nginx.logs()}") from None
+    return nginx
