@@ -123,7 +123,7 @@ class JsonFileCache:
 
     def sweep(self, now: float) -> int:
         """Remove expired records; return how many went."""
-        return sweep_folder(self.directory, lambda entry: entry.stat().st_mtime <= now)
+        return sweep_folder(self.directory, now, lambda entry: entry.stat().st_mtime <= now)
 
 
 class CookieRequest(flask.Request):

@@ -151,12 +151,15 @@ class FileTokenStore:
         """Remove expired token sets, and the lock files of token sets that are gone; return how many went."""
         def expired(entry: os.DirEntry[str]) -> bool:
             if entry.name.endswith(".lock"):
-                # A lock is taken only after its token set was read, so one without a token set is idle.
-                token_file = entry.path.removesuffix(".lock") + ".json"
-                return not os.path.exists(token_file) and entry.stat().st_mtime < now - SWEEP_INTERVAL
+                # A lock is taken only after its token set was read, so one without a live token set is idle.
+                try:
+                    token_gone = os.stat(entry.path.removesuffix(".lock") + ".json").st_mtime <= now
+                except FileNotFoundError:
+                    token_gone = True
+                return token_gone and entry.stat().st_mtime < now - SWEEP_INTERVAL
             return entry.stat().st_mtime <= now
 
-        return sweep_folder(self.directory, expired)
+        return sweep_folder(self.directory, now, expired)
 
 
 def write_file(path: Path, data: bytes, expires_at: float) -> None:
@@ -172,10 +175,10 @@ def write_file(path: Path, data: bytes, expires_at: float) -> None:
         raise
 
 
-def sweep_folder(folder: Path, expired: Callable[[os.DirEntry[str]], bool]) -> int:
+def sweep_folder(folder: Path, now: float, expired: Callable[[os.DirEntry[str]], bool]) -> int:
     """Unlink the files of folder for which expired(entry) is true, and drafts a crash left behind."""
     removed = 0
-    written_before = time.time() - SWEEP_INTERVAL
+    written_before = now - SWEEP_INTERVAL
     with os.scandir(folder) as entries:
         for entry in entries:
             try:

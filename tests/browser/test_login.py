@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import requests
 from playwright.sync_api import Page
 
 from tests.browser.conftest import assert_accessible, log_in, sign_in, sign_in_and_land, text
@@ -107,3 +108,21 @@ def test_session_ended_page_brings_you_back_where_you_were(page: Page, portal: P
     assert_accessible(page)
     page.get_by_role("link", name="Log in again").click()
     assert "demo@example.com" in sign_in_and_land(page, f"{portal.url}/account")
+
+
+def session_cookie(page: Page, portal: Portal) -> tuple[str, str]:
+    [cookie] = [c for c in page.context.cookies(portal.url) if c["name"].endswith("mediaflow_portal")]
+    return cookie["name"], cookie["value"]
+
+
+def test_one_login_renews_the_session_id_and_the_pre_login_id_stays_logged_out(page: Page, portal: Portal) -> None:
+    page.goto(f"{portal.url}/")
+    page.get_by_role("link", name="Log in with Mediaflow").click()  # one /login: it sets the pre-login cookie
+    name, before = session_cookie(page, portal)
+    sign_in_and_land(page, f"{portal.url}/")
+    assert "Welcome, Demo User" in text(page)
+    _, after = session_cookie(page, portal)
+    assert after != before
+    with_old_id = requests.get(f"{portal.url}/session", cookies={name: before}, allow_redirects=False, timeout=10)
+    assert with_old_id.status_code == 302
+    assert requests.get(f"{portal.url}/session", cookies={name: after}, timeout=10).status_code == 200

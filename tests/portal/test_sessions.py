@@ -1,14 +1,19 @@
-"""The portal's request class reads cookies the way Werkzeug does, from the one Cookie variable."""
+"""Session records: cookies read as Werkzeug reads them, lifetimes in the store, and the filesystem sweep."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
-from portal.sessions import CookieRequest
+from portal.sessions import LOGIN_LIFETIME, CookieRequest
+from portal.tokens import SWEEP_INTERVAL, TokenSet
 from tests.support import portal_login
 
 
@@ -42,3 +47,57 @@ def test_the_session_cookie_is_found_among_other_cookies(client: Any) -> None:
     page = client.get("/session")
     assert page.status_code == 200 and page.json["tokens"]["refresh_token_held"] is True
     assert "; " in page.request.headers["Cookie"]  # all three went in one Cookie header
+
+
+def session_records(app: Flask) -> dict[str, float]:
+    """Every session record in the store, with the seconds it has left to live."""
+    if app.config["SESSION_BACKEND"] == "redis":
+        store = app.config["SESSION_REDIS"]
+        return {key.decode(): float(store.ttl(key)) for key in store.scan_iter("mediaflow:session:*")}
+    folder = Path(app.config["SESSION_FILE_DIR"]) / "sessions"
+    return {path.name: path.stat().st_mtime - time.time() for path in folder.iterdir()}
+
+
+def test_logins_without_a_cookie_leave_records_that_live_as_long_as_a_login(app: Flask) -> None:
+    client = app.test_client()
+    for _ in range(3000):
+        assert client.get("/login").status_code == 302
+        client.delete_cookie("mediaflow_portal")
+    records = session_records(app)
+    assert len(records) == 3000
+    assert all(0 < left <= LOGIN_LIFETIME for left in records.values())
+
+
+def test_a_logged_in_session_lives_its_whole_lifetime(app: Flask) -> None:
+    portal_login(app.test_client())
+    [left] = session_records(app).values()
+    assert left > app.config["SESSION_MAX_LIFETIME"]
+
+
+def test_the_sweep_removes_expired_records_token_sets_and_idle_locks_only(make_app: Callable[..., Flask]) -> None:
+    app = make_app(backend="filesystem")
+    interface = app.session_interface
+    base = Path(app.config["SESSION_FILE_DIR"])
+    for _ in range(20):  # abandoned logins
+        app.test_client().get("/login")
+    client = app.test_client()
+    portal_login(client)
+    store = app.extensions["mediaflow_tokens"]
+    with client.session_transaction() as session:
+        key = session["tokens_key"]
+    with store.lock(key, timeout=1):  # leaves its lock file, as a refresh does
+        pass
+    ended = TokenSet.from_response({"access_token": "a", "expires_in": 60})
+    store.put("ended-session", ended, ttl=1)
+    with store.lock("ended-session", timeout=1):
+        pass
+    (base / "sessions" / ".tmp-crashed").write_text("{}")  # a draft that a crash left behind
+    assert interface.sweep(time.time()) == 0  # nothing has expired yet, and a fresh draft may be in use
+
+    removed = interface.sweep(time.time() + LOGIN_LIFETIME + SWEEP_INTERVAL + 1)
+    sessions_left = sorted(p.name for p in (base / "sessions").iterdir())
+    tokens_left = sorted(p.name for p in (base / "tokens").iterdir())
+    assert removed == 20 + 1 + 2  # the abandoned logins, the draft, the ended token set and its lock
+    assert len(sessions_left) == 1  # the logged-in session
+    assert tokens_left == sorted([f"{key}.json", f"{key}.lock"])
+    assert client.get("/session").status_code == 200
