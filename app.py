@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from portal import auth, cli, errors, health, logs, mediaflow, pages, security, sessions
+from portal import auth, cli, errors, health, logs, mediaflow, pages, security, sessions, tokens
 from portal.config import DEFAULTS, ConfigError, configure, settings_from_env
 
 
@@ -32,11 +32,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         hops = app.config["TRUSTED_PROXY_COUNT"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)  # type: ignore[method-assign]
 
-    # 2. Extensions: redacted logs, CSRF and security headers, server-side sessions, Authlib's client for Mediaflow.
+    # 2. Extensions: redacted logs, CSRF and security headers, Authlib's client for Mediaflow, server-side
+    #    sessions, and the token service on the same store.
     logs.init_app(app)
     security.init_app(app)
-    sessions.init_app(app)
     mediaflow.init_app(app)
+    tokens.init_app(app, sessions.init_app(app))
 
     # 3. Blueprints: login and logout, the pages, health checks; then the error pages.
     app.register_blueprint(auth.bp)

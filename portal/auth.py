@@ -5,17 +5,17 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask.sessions import NullSession
 from werkzeug.wrappers import Response
 
-from . import mediaflow
-from .sessions import LOGIN_LIFETIME, check_store_is_up, refresh_policy, regenerate_id, token_cache, token_store
-from .tokens import SessionEnded, TokenSet, new_key, refresh_if_due
+from . import mediaflow, tokens
+from .sessions import LOGIN_LIFETIME, regenerate_id
+from .tokens import SessionEnded, StoreUnavailable
 
 log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
@@ -60,7 +60,7 @@ def login() -> Response:
     """Send the browser to Mediaflow's login page with a fresh state."""
     state = secrets.token_urlsafe(32)
     pending = _pending_logins()
-    pending[state] = {"next": safe_next_url(request.args.get("next")), "at": time.time()}
+    pending[state] = {"next": safe_next_url(request.args.get("next")), "at": tokens.service().clock()}
     for old in sorted(pending, key=lambda s: pending[s]["at"])[:-MAX_PENDING_LOGINS]:
         _forget_login(old, pending)
     session[PENDING_LOGINS] = pending
@@ -102,7 +102,7 @@ def callback() -> Any:
         log.info("Login failed: Mediaflow refused the code (%s)", error.error[:MAX_ERROR_LENGTH])
         description = error.description[:MAX_DESCRIPTION_LENGTH]
         return render_template("errors/provider.html", error=error.error, description=description), 400
-    _start_session(TokenSet.from_response(token))
+    _start_session(token)
     return redirect(started["next"] or url_for("pages.index"))
 
 
@@ -111,7 +111,7 @@ def logout() -> Response:
     """End the session: delete its server-side record and the token set, and clear the cookie."""
     key = session.get("tokens_key")
     if key:
-        forget_tokens(key)
+        tokens.service().forget(key)
         log.info("Logout of user %s", (session.get("user") or {}).get("id"))
     session.clear()
     flash("You are logged out of the portal.")
@@ -141,18 +141,20 @@ def load_session() -> Any:
     saved = dict(session.items())
     key = saved.get("tokens_key")
     if not key:
-        # A session the store failed to load is empty too: answer 503, not the logged-out page.
-        check_store_is_up()
+        if isinstance(session, NullSession):
+            # The store failed to load this session (sessions.StoreGuard): a 503, not the logged-out page.
+            raise StoreUnavailable("the session store cannot be reached")
         return None
+    service = tokens.service()
     config = current_app.config
-    now = time.time()
+    now = service.clock()
     seen_at = saved.get("seen_at", 0)
     if now - saved.get("login_at", 0) > config["SESSION_MAX_LIFETIME"] or (
         now - seen_at > config["SESSION_IDLE_TIMEOUT"]
     ):
         return _session_ended("timeout")
     try:
-        g.tokens = refresh_if_due(token_store(), key, refresh_policy(), token_cache())
+        g.tokens = service.fresh(key)
     except SessionEnded:
         return _session_ended("mediaflow")
     g.user = saved.get("user")
@@ -161,15 +163,10 @@ def load_session() -> Any:
     return None
 
 
-def forget_tokens(key: str) -> None:
-    token_store().delete(key)
-    token_cache().forget(key)
-
-
 def _pending_logins() -> dict[str, dict[str, Any]]:
     """The logins this browser started less than LOGIN_LIFETIME ago, by state; expired ones are forgotten."""
     pending = session.get(PENDING_LOGINS) or {}
-    now = time.time()
+    now = tokens.service().clock()
     live = {state: started for state, started in pending.items()
             if isinstance(started, dict) and isinstance(started.get("at"), int | float)
             and 0 <= now - started["at"] < LOGIN_LIFETIME}
@@ -184,21 +181,20 @@ def _forget_login(state: str, pending: dict[str, dict[str, Any]]) -> None:
         mediaflow.client().framework.clear_state_data(session, state)
 
 
-def _start_session(tokens: TokenSet) -> None:
+def _start_session(token: dict[str, Any]) -> None:
     """Store the token set under a new key, then give the session a new id (no session fixation)."""
+    service = tokens.service()
     old_key = session.pop("tokens_key", None)
     if old_key:
-        forget_tokens(old_key)
+        service.forget(old_key)
     user = {"id": None, "name": "Mediaflow user"}
     try:
-        me = mediaflow.fetch_me(tokens.access_token)
+        me = mediaflow.fetch_me(token["access_token"])
         user = {"id": me.get("id"), "name": mediaflow.display_name(me)}
     except mediaflow.MediaflowError as error:
         log.warning("Login: could not read /me (%s); continuing without a name", error)
-    key = new_key()
-    token_store().put(key, tokens, refresh_policy().ttl)
-    now = time.time()
-    session.update(tokens_key=key, user=user, login_at=now, seen_at=now)
+    now = service.clock()
+    session.update(tokens_key=service.start(token), user=user, login_at=now, seen_at=now)
     # Only now: Flask-Session's regenerate skips an empty session, and Authlib has just emptied this one.
     regenerate_id(session)
     log.info("Login succeeded for user %s", user["id"])
@@ -208,7 +204,7 @@ def _session_ended(reason: str) -> Any:
     """Forget the Mediaflow session politely and offer to log in again, back to this page."""
     key = session.pop("tokens_key", None)
     if key:
-        forget_tokens(key)
+        tokens.service().forget(key)
     for name in ("user", "login_at", "seen_at"):
         session.pop(name, None)
     log.info("Session ended (%s)", reason)

@@ -1,4 +1,4 @@
-"""One error handler: every failure becomes a page that extends base.html, never a traceback."""
+"""One error model: each expected failure has a status and a page; anything else is a 500 page, never a traceback."""
 
 from __future__ import annotations
 
@@ -10,36 +10,39 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from .mediaflow import MediaflowUnavailable
-from .tokens import StoreUnavailable
+from .tokens import LockTimeout, RefreshFailed, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
+# Exception → status, page, and the log line operators watch (README, "What to monitor").
+# A status of None means the exception's own (502 for an answer that is not understood, else 503).
+PAGES: dict[type[Exception], tuple[int | None, str, int, str]] = {
+    CSRFError: (400, "errors/csrf.html", logging.INFO, "CSRF check failed"),
+    MediaflowUnavailable: (None, "errors/mediaflow.html", logging.WARNING, "Mediaflow unavailable"),
+    RefreshFailed: (503, "errors/mediaflow.html", logging.WARNING, "Mediaflow unavailable"),
+    # Another request of this session is still waiting on Mediaflow: Mediaflow is slow, the store is fine.
+    LockTimeout: (503, "errors/mediaflow.html", logging.WARNING, "Mediaflow slow"),
+    StoreUnavailable: (503, "errors/store.html", logging.ERROR, "Session store unavailable"),
+}
+
 
 def init_app(app: Flask) -> None:
-    app.register_error_handler(CSRFError, csrf_failed)
+    for exception in PAGES:
+        app.register_error_handler(exception, expected_failure)
     app.register_error_handler(HTTPException, http_error)
-    app.register_error_handler(MediaflowUnavailable, mediaflow_unavailable)
-    app.register_error_handler(StoreUnavailable, store_unavailable)
     app.register_error_handler(InternalServerError, internal_error)
 
 
-def csrf_failed(error: CSRFError) -> Any:
-    return render_template("errors/csrf.html"), 400
+def expected_failure(error: Exception) -> Any:
+    status, page, level, label = next(PAGES[kind] for kind in type(error).__mro__ if kind in PAGES)
+    status = status or getattr(error, "status", 503)
+    log.log(level, "%s on %s: %s", label, request.path, error)
+    return render_template(page, status=status), status
 
 
 def http_error(error: HTTPException) -> Any:
     status = error.code or 500
     return render_template("errors/http.html", status=status, error=error), status
-
-
-def mediaflow_unavailable(error: MediaflowUnavailable) -> Any:
-    log.warning("Mediaflow unavailable on %s: %s", request.path, error)
-    return render_template("errors/mediaflow.html", status=error.status), error.status
-
-
-def store_unavailable(error: StoreUnavailable) -> Any:
-    log.error("Session store unavailable on %s: %s", request.path, error)
-    return render_template("errors/store.html"), 503
 
 
 def internal_error(error: InternalServerError) -> Any:

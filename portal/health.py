@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from .sessions import token_store
+from . import tokens
 from .tokens import StoreUnavailable
 
 bp = Blueprint("health", __name__)
@@ -22,7 +22,7 @@ def healthz() -> Any:
 def readyz() -> Any:
     """Answer 200 only when the session store answers."""
     try:
-        token_store().ping()
+        tokens.service().store.ping()
     except StoreUnavailable as error:
         return jsonify(status="unavailable", reason=str(error)), 503
     return jsonify(status="ready")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from flask import Blueprint, g, jsonify, render_template
 
-from . import mediaflow
+from . import mediaflow, tokens
 from .auth import login_required
 
 bp = Blueprint("pages", __name__)
@@ -38,12 +37,13 @@ def session_status() -> Any:
 
 
 def token_status() -> dict[str, Any]:
-    tokens = g.tokens
+    now = tokens.service().clock()
+    held = g.tokens
     return {
-        "expires_in": max(0, int(tokens.expires_in())),
-        "refresh_token_held": bool(tokens.refresh_token),
-        "last_refreshed": tokens.refreshed_at,
-        "last_refreshed_ago": None if tokens.refreshed_at is None else int(time.time() - tokens.refreshed_at),
+        "expires_in": max(0, int(held.expires_in(now))),
+        "refresh_token_held": bool(held.refresh_token),
+        "last_refreshed": held.refreshed_at,
+        "last_refreshed_ago": None if held.refreshed_at is None else int(now - held.refreshed_at),
     }
 
 

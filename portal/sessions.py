@@ -20,7 +20,7 @@ from typing import Any
 import flask
 import msgspec
 import redis
-from flask import Flask, current_app, g, render_template
+from flask import Flask, current_app, render_template
 from flask.sessions import SessionMixin
 from flask_session.base import Serializer, ServerSideSession
 from flask_session.cachelib import CacheLibSessionInterface
@@ -31,17 +31,7 @@ from werkzeug.utils import cached_property
 from werkzeug.wrappers import Request, Response
 
 from .session_cache import SessionCache
-from .tokens import (
-    SWEEP_INTERVAL,
-    FileTokenStore,
-    LocalCache,
-    RedisTokenStore,
-    RefreshPolicy,
-    StoreUnavailable,
-    TokenStore,
-    sweep_folder,
-    write_file,
-)
+from .tokens import SWEEP_INTERVAL, FileTokenStore, RedisTokenStore, TokenStore, sweep_folder, write_file
 
 log = logging.getLogger(__name__)
 STORE_ERRORS = (redis.exceptions.RedisError, OSError)
@@ -143,7 +133,7 @@ class StoreGuard:
     """Let a session-store outage reach the error handler as a 503, not a 500 from inside Flask.
 
     Flask opens the session before any hook runs, so an exception there bypasses the error
-    handlers; instead the request gets a null session and auth.load_session raises StoreUnavailable.
+    handlers; instead the request gets Flask's NullSession, and auth.load_session raises StoreUnavailable.
     """
 
     def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
@@ -151,7 +141,6 @@ class StoreGuard:
             session: SessionMixin | None = super().open_session(app, request)  # type: ignore[misc]
         except STORE_ERRORS as error:
             log.error("The session store failed while loading a session (%s)", error.__class__.__name__)
-            g.session_store_down = True
             null: SessionMixin | None = self.make_null_session(app)  # type: ignore[attr-defined]
             return null
         if session is not None and not well_formed(dict(session)):
@@ -240,8 +229,8 @@ class GuardedFileSessionInterface(StoreGuard, CacheLibSessionInterface):
             return 0
 
 
-def init_app(app: Flask) -> None:
-    """Attach Flask-Session's interface for SESSION_BACKEND, and the token store and refresh policy beside it."""
+def init_app(app: Flask) -> TokenStore:
+    """Attach Flask-Session's interface for SESSION_BACKEND; return the token store on the same backend."""
     app.request_class = CookieRequest
     config = app.config
     config.update(
@@ -275,36 +264,7 @@ def init_app(app: Flask) -> None:
         app.session_interface = GuardedFileSessionInterface(app, files=JsonFileCache(base / "sessions"),
                                                             tokens=files, **options)
         store = files
-    app.extensions["mediaflow_tokens"] = store
-    app.extensions["mediaflow_token_cache"] = LocalCache()
-    app.extensions["mediaflow_refresh_policy"] = RefreshPolicy(
-        leeway=config["MEDIAFLOW_REFRESH_LEEWAY"],
-        # How long a request waits for another's refresh: long enough for that refresh to finish or time out.
-        lock_timeout=config["MEDIAFLOW_CONNECT_TIMEOUT"] + config["MEDIAFLOW_READ_TIMEOUT"] + 2,
-        # A token set lives as long as the session record that points at it.
-        ttl=int(config["PERMANENT_SESSION_LIFETIME"].total_seconds()),
-    )
-
-
-def token_store() -> TokenStore:
-    store: TokenStore = current_app.extensions["mediaflow_tokens"]
     return store
-
-
-def token_cache() -> LocalCache:
-    cache: LocalCache = current_app.extensions["mediaflow_token_cache"]
-    return cache
-
-
-def refresh_policy() -> RefreshPolicy:
-    policy: RefreshPolicy = current_app.extensions["mediaflow_refresh_policy"]
-    return policy
-
-
-def check_store_is_up() -> None:
-    """Raise StoreUnavailable when this request could not load its session."""
-    if g.get("session_store_down"):
-        raise StoreUnavailable("the session store cannot be reached")
 
 
 def close(app: Flask) -> None:

@@ -1,4 +1,4 @@
-"""The token set: expiry, refresh, and the single-flight lock around it.
+"""The token set of a session: where it is kept, when it is refreshed, and one refresh at a time.
 
 Tokens do not live in the Flask-Session record itself but under their own key in the same store,
 written only at login and by the refresh. Flask-Session writes a whole session back at the end of
@@ -14,15 +14,15 @@ import secrets
 import tempfile
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import filelock
 import redis
+from flask import Flask, current_app
 
 from . import mediaflow
 
@@ -32,18 +32,24 @@ log = logging.getLogger(__name__)
 BACKOFF_START, BACKOFF_MAX = 5.0, 60.0
 # The filesystem backend removes expired session, token and lock files at most this often.
 SWEEP_INTERVAL = 60.0
+# Token sets this worker keeps a copy of (the sessions it served most recently).
+MAX_COPIES = 10_000
 
 
 class SessionEnded(Exception):
     """The Mediaflow session cannot go on; the user must log in again."""
 
 
+class RefreshFailed(Exception):
+    """The access token has expired and Mediaflow could not refresh it just now; the session is kept."""
+
+
+class LockTimeout(Exception):
+    """Another request of this session held the refresh lock too long: Mediaflow is slow."""
+
+
 class StoreUnavailable(Exception):
-    """The session store (Redis) did not answer."""
-
-
-class LockTimeout(StoreUnavailable):
-    """Another request held the refresh lock for too long."""
+    """The session store (Redis, or the session folder) did not answer."""
 
 
 @dataclass(frozen=True)
@@ -52,30 +58,26 @@ class TokenSet:
     refresh_token: str | None
     expires_at: float
     lifetime: int
-    obtained_at: float
     refreshed_at: float | None = None
     retry_at: float = 0.0
     failures: int = 0
 
     @classmethod
-    def from_response(cls, token: dict[str, Any], now: float | None = None) -> TokenSet:
-        now = time.time() if now is None else now
-        return cls(token["access_token"], token.get("refresh_token"), now + token["expires_in"],
-                   token["expires_in"], obtained_at=now)
+    def from_response(cls, token: dict[str, Any], now: float) -> TokenSet:
+        return cls(token["access_token"], token.get("refresh_token"), now + token["expires_in"], token["expires_in"])
 
-    def refreshed(self, token: dict[str, Any], now: float | None = None) -> TokenSet:
+    def refreshed(self, token: dict[str, Any], now: float) -> TokenSet:
         """The token set after a refresh; Mediaflow may omit the refresh token, so keep ours."""
-        now = time.time() if now is None else now
         return TokenSet(token["access_token"], token.get("refresh_token") or self.refresh_token,
-                        now + token["expires_in"], token["expires_in"], self.obtained_at, refreshed_at=now)
+                        now + token["expires_in"], token["expires_in"], refreshed_at=now)
 
-    def expires_in(self, now: float | None = None) -> float:
-        return self.expires_at - (time.time() if now is None else now)
+    def expires_in(self, now: float) -> float:
+        return self.expires_at - now
 
-    def is_expired(self, now: float | None = None) -> bool:
+    def is_expired(self, now: float) -> bool:
         return self.expires_in(now) <= 0
 
-    def is_due(self, leeway: float, now: float | None = None) -> bool:
+    def is_due(self, leeway: float, now: float) -> bool:
         # Never more than half the lifetime, or short-lived tokens refresh on every request.
         return self.expires_in(now) < min(leeway, self.lifetime / 2)
 
@@ -86,10 +88,128 @@ class TokenSet:
     def from_json(cls, raw: str | bytes) -> TokenSet | None:
         """The stored token set, or None (logged) when what is stored is not one."""
         try:
-            return cls(**json.loads(raw))
+            stored = json.loads(raw)
+            # Fields this version no longer writes (older records) are left out.
+            return cls(**{f.name: stored[f.name] for f in fields(cls) if f.name in stored})
         except (ValueError, TypeError):
             log.warning("A stored token set could not be read; its session ends")
             return None
+
+
+class TokenService:
+    """A session's token set: stored under its own key, refreshed when due, at most one refresh at a time.
+
+    Holds the store, the refresh policy, the clock and the call to Mediaflow; init_app builds one per
+    app. Tests give it another clock instead of waiting for tokens to expire.
+    """
+
+    def __init__(self, store: TokenStore, *, leeway: float, lock_timeout: float, ttl: int,
+                 refresh: Callable[[str], dict[str, Any]] = mediaflow.refresh,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.leeway = leeway
+        self.lock_timeout = lock_timeout
+        self.ttl = ttl
+        self.refresh = refresh
+        self.clock = clock
+        # A token set changes only when due or deleted, so a copy that is not due is as good as the
+        # stored one: it saves the store read a request would make. Every refresh re-reads the store.
+        self._copies: dict[str, TokenSet] = {}
+        self._copies_lock = threading.Lock()
+
+    def start(self, token: dict[str, Any]) -> str:
+        """Store the token set of a new login under a new key, and return the key."""
+        key = secrets.token_urlsafe(32)
+        self.store.put(key, TokenSet.from_response(token, self.clock()), self.ttl)
+        return key
+
+    def fresh(self, key: str) -> TokenSet:
+        """A usable token set, refreshed first when due.
+
+        Raises SessionEnded, RefreshFailed, LockTimeout or StoreUnavailable.
+        """
+        tokens = self._copies.get(key)
+        if tokens is None or tokens.is_due(self.leeway, self.clock()):
+            tokens = self._refresh_if_due(key)
+            with self._copies_lock:
+                self._copies[key] = tokens
+                if len(self._copies) > MAX_COPIES:
+                    del self._copies[next(iter(self._copies))]
+        return tokens
+
+    def forget(self, key: str) -> None:
+        """Delete a session's token set (logout, or the session ended)."""
+        with self._copies_lock:
+            self._copies.pop(key, None)
+        self.store.delete(key)
+
+    def _stored(self, key: str) -> TokenSet:
+        tokens = self.store.get(key)
+        if tokens is None:
+            raise SessionEnded("no token set is stored for this session")
+        return tokens
+
+    def _refresh_if_due(self, key: str) -> TokenSet:
+        tokens = self._stored(key)
+        if not tokens.is_due(self.leeway, self.clock()):
+            return tokens
+        with self.store.lock(key, self.lock_timeout):
+            # Whoever held the lock before us may have refreshed already.
+            tokens = self._stored(key)
+            now = self.clock()
+            if not tokens.is_due(self.leeway, now) or (tokens.retry_at > now and not tokens.is_expired(now)):
+                return tokens
+            if not tokens.refresh_token:
+                if tokens.is_expired(now):
+                    raise SessionEnded("the access token expired and Mediaflow gave no refresh token")
+                return tokens
+            return self._refresh(key, tokens, now)
+
+    def _refresh(self, key: str, tokens: TokenSet, now: float) -> TokenSet:
+        assert tokens.refresh_token
+        try:
+            fresh = tokens.refreshed(self.refresh(tokens.refresh_token), now)
+        except mediaflow.MediaflowRefused as error:
+            if error.is_final:
+                log.info("Token refresh refused by Mediaflow (%s): the Mediaflow session ends", error.error)
+                raise SessionEnded(f"Mediaflow refused the refresh: {error.error}") from None
+            # Any other OAuth error is Mediaflow misbehaving, not a verdict on this session.
+            return self._after_failure(key, tokens, now, error)
+        except mediaflow.MediaflowError as error:
+            return self._after_failure(key, tokens, now, error)
+        self.store.put(key, fresh, self.ttl)
+        log.info("Token refreshed; the new access token expires in %d s", fresh.lifetime)
+        return fresh
+
+    def _after_failure(self, key: str, tokens: TokenSet, now: float, error: Exception) -> TokenSet:
+        """Keep the session; serve with the current token while it lasts, retry later with backoff."""
+        failures = tokens.failures + 1
+        delay = min(BACKOFF_START * 2 ** (failures - 1), BACKOFF_MAX)
+        self.store.put(key, replace(tokens, retry_at=now + delay, failures=failures), self.ttl)
+        if tokens.is_expired(now):
+            log.warning("Token refresh failed (%s); the access token has expired, answering 503", error)
+            raise RefreshFailed(str(error))
+        log.warning("Token refresh failed (%s); using the current token, next try in %.0f s", error, delay)
+        return tokens
+
+
+def init_app(app: Flask, store: TokenStore) -> None:
+    """Attach this app's token service, on the store of its session backend."""
+    config = app.config
+    app.extensions["mediaflow_tokens"] = TokenService(
+        store,
+        leeway=config["MEDIAFLOW_REFRESH_LEEWAY"],
+        # How long a request waits for another's refresh: long enough for that refresh to finish or time out.
+        lock_timeout=config["MEDIAFLOW_CONNECT_TIMEOUT"] + config["MEDIAFLOW_READ_TIMEOUT"] + 2,
+        # A token set lives as long as the session record that points at it.
+        ttl=int(config["PERMANENT_SESSION_LIFETIME"].total_seconds()),
+    )
+
+
+def service() -> TokenService:
+    """The token service of the current app."""
+    tokens: TokenService = current_app.extensions["mediaflow_tokens"]
+    return tokens
 
 
 class TokenStore(Protocol):
@@ -238,112 +358,3 @@ class RedisTokenStore:
             raise StoreUnavailable("the session store (Redis) did not answer in time") from None
 
 
-class LocalCache:
-    """This worker's copies of token sets, trusted only while they are not due.
-
-    A token set changes only when it is due (refresh) or when it is deleted, and the session record
-    that points at it goes with it. So a copy that is not due is as good as the stored one, and every
-    decision to refresh re-reads the store under the lock. This saves one store round trip per request.
-    """
-
-    def __init__(self, size: int = 10_000) -> None:
-        self.size = size
-        self._lock = threading.Lock()
-        self._items: OrderedDict[str, TokenSet] = OrderedDict()
-
-    def get(self, key: str) -> TokenSet | None:
-        with self._lock:
-            tokens = self._items.get(key)
-            if tokens is not None:
-                self._items.move_to_end(key)
-            return tokens
-
-    def put(self, key: str, tokens: TokenSet) -> None:
-        with self._lock:
-            self._items[key] = tokens
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-    def forget(self, key: str) -> None:
-        with self._lock:
-            self._items.pop(key, None)
-
-
-def new_key() -> str:
-    return secrets.token_urlsafe(32)
-
-
-@dataclass(frozen=True)
-class RefreshPolicy:
-    leeway: float
-    lock_timeout: float
-    ttl: int
-
-
-def refresh_if_due(store: TokenStore, key: str, policy: RefreshPolicy, cache: LocalCache) -> TokenSet:
-    """Return a usable token set, refreshing it first when due; at most one refresh per session at a time.
-
-    Raises SessionEnded when the Mediaflow session cannot go on; the caller then forgets the token set.
-    """
-    tokens = cache.get(key)
-    if tokens is not None and not tokens.is_due(policy.leeway):
-        return tokens
-    tokens = _locked_refresh_if_due(store, key, policy)
-    cache.put(key, tokens)
-    return tokens
-
-
-def _locked_refresh_if_due(store: TokenStore, key: str, policy: RefreshPolicy) -> TokenSet:
-    tokens = store.get(key)
-    if tokens is None:
-        raise SessionEnded("no token set is stored for this session")
-    if not tokens.is_due(policy.leeway):
-        return tokens
-    with store.lock(key, policy.lock_timeout):
-        # Whoever held the lock before us may have refreshed already.
-        tokens = store.get(key)
-        if tokens is None:
-            raise SessionEnded("the token set was removed while waiting")
-        now = time.time()
-        if not tokens.is_due(policy.leeway, now):
-            return tokens
-        if not tokens.refresh_token:
-            if tokens.is_expired(now):
-                raise SessionEnded("the access token expired and Mediaflow gave no refresh token")
-            return tokens
-        if tokens.retry_at > now and not tokens.is_expired(now):
-            return tokens
-        return _refresh(store, key, tokens, policy, now)
-
-
-def _refresh(store: TokenStore, key: str, tokens: TokenSet, policy: RefreshPolicy, now: float) -> TokenSet:
-    assert tokens.refresh_token
-    try:
-        response = mediaflow.refresh(tokens.refresh_token)
-    except mediaflow.MediaflowRefused as error:
-        if error.is_final:
-            log.info("Token refresh refused by Mediaflow (%s): the Mediaflow session ends", error.error)
-            raise SessionEnded(f"Mediaflow refused the refresh: {error.error}") from None
-        # Any other OAuth error is Mediaflow misbehaving, not a verdict on this session.
-        return _after_failure(store, key, tokens, policy, now, mediaflow.MediaflowUnavailable(str(error), 502))
-    except mediaflow.MediaflowUnavailable as error:
-        return _after_failure(store, key, tokens, policy, now, error)
-    fresh = tokens.refreshed(response, now)
-    store.put(key, fresh, policy.ttl)
-    log.info("Token refreshed; the new access token expires in %d s", fresh.lifetime)
-    return fresh
-
-
-def _after_failure(store: TokenStore, key: str, tokens: TokenSet, policy: RefreshPolicy, now: float,
-                   error: mediaflow.MediaflowUnavailable) -> TokenSet:
-    """Keep the session; serve with the current token while it lasts, retry later with backoff."""
-    failures = tokens.failures + 1
-    delay = min(BACKOFF_START * 2 ** (failures - 1), BACKOFF_MAX)
-    store.put(key, replace(tokens, retry_at=now + delay, failures=failures), policy.ttl)
-    if tokens.is_expired(now):
-        log.warning("Token refresh failed (%s); the access token has expired, answering 503", error)
-        # 503 whatever the cause: the session is kept and "try again" is the right advice.
-        raise mediaflow.MediaflowUnavailable(str(error), 503)
-    log.warning("Token refresh failed (%s); using the current token, next try in %.0f s", error, delay)
-    return tokens

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -88,12 +89,31 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+class FakeClock:
+    """The portal's clock in a test: it starts at the real time and moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
 @pytest.fixture
 def make_app(emulator: Emulator, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Flask]]:
-    """Build a portal for one emulator client and one session backend."""
+    """Build a portal for one emulator client and one session backend; with clock=, on that clock."""
     built: list[Flask] = []
 
-    def build(client_id: str = "portal-test", backend: str = "filesystem", **overrides: Any) -> Flask:
+    def build(client_id: str = "portal-test", backend: str = "filesystem", clock: FakeClock | None = None,
+              **overrides: Any) -> Flask:
         config: dict[str, Any] = {
             "TESTING": True,
             "SECRET_KEY": SECRET_KEY,
@@ -112,6 +132,8 @@ def make_app(emulator: Emulator, tmp_path: Path, request: pytest.FixtureRequest)
             config["REDIS_URL"] = server.url
         config.update(overrides)
         app = create_app(config)
+        if clock is not None:
+            app.extensions["mediaflow_tokens"].clock = clock
         built.append(app)
         return app
 

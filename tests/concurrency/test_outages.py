@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 
 from portal import sessions
-from tests.conftest import start_redis
+from tests.conftest import FakeClock, start_redis
 from tests.support import Emulator, portal_login, stop
 
 FAULTS = {
@@ -24,41 +24,54 @@ FAULTS = {
 
 
 @pytest.fixture
-def logged_in(make_app: Callable[..., Flask]) -> Any:
+def logged_in(make_app: Callable[..., Flask], clock: FakeClock) -> Any:
     # Not the rotating client: a refresh that times out here may still succeed at Mediaflow, and with
     # rotation its new refresh token is lost to any client (see README, "Refresh under load").
-    app = make_app("short", MEDIAFLOW_READ_TIMEOUT=0.5)
+    app = make_app("short", MEDIAFLOW_READ_TIMEOUT=0.5, clock=clock)
     client = app.test_client()
     portal_login(client)
     return client
 
 
+def token_calls(emulator: Emulator) -> int:
+    """Token requests the emulator has answered, faulted ones included."""
+    return sum(n for outcomes in emulator.stats()["token"].values() for n in outcomes.values())
+
+
+def token_calls_once_settled(emulator: Emulator, expected: int) -> int:
+    """token_calls, once at least the expected ones are in: a delayed request is counted when it ends."""
+    deadline = time.monotonic() + 30
+    while token_calls(emulator) < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return token_calls(emulator)
+
+
 @pytest.mark.parametrize("fault", FAULTS.values(), ids=FAULTS.keys())
 def test_refresh_failing_while_the_token_is_valid_serves_the_request_and_retries_later(
-    logged_in: Any, emulator: Emulator, fault: dict[str, Any], caplog: pytest.LogCaptureFixture
+    logged_in: Any, emulator: Emulator, fault: dict[str, Any], caplog: pytest.LogCaptureFixture, clock: FakeClock
 ) -> None:
-    time.sleep(2.2)  # due (less than half of 4 s left), not yet expired
+    clock.advance(2.2)  # due (less than half of 4 s left), not yet expired
     emulator.fault(endpoint="token", **fault)
     response = logged_in.get("/session")
     assert response.status_code == 200
     assert response.json["tokens"]["last_refreshed"] is None
     assert "Token refresh failed" in caplog.text
-    time.sleep(1.1)  # let a delayed call finish at the emulator before counting
+    assert token_calls_once_settled(emulator, expected=2) == 2  # the login's exchange and the failed refresh
     # Backoff: the next request does not call Mediaflow again at once.
-    calls = len(emulator.stats()["recent_token_requests"])
+    clock.advance(0.5)
     assert logged_in.get("/session").status_code == 200
-    assert len(emulator.stats()["recent_token_requests"]) == calls
+    assert token_calls(emulator) == 2
     # Once expired, the portal retries; Mediaflow is back, so the session goes on.
-    time.sleep(0.8)
+    clock.advance(1.5)
     assert logged_in.get("/session").json["tokens"]["last_refreshed"] is not None
     assert emulator.stats()["reuse_detected"] == 0
 
 
 @pytest.mark.parametrize("fault", FAULTS.values(), ids=FAULTS.keys())
 def test_refresh_failing_after_expiry_is_a_503_with_try_again_and_keeps_the_session(
-    logged_in: Any, emulator: Emulator, fault: dict[str, Any]
+    logged_in: Any, emulator: Emulator, fault: dict[str, Any], clock: FakeClock
 ) -> None:
-    time.sleep(4.2)
+    clock.advance(4.2)
     emulator.fault(endpoint="token", **fault)
     page = logged_in.get("/account")
     assert page.status_code == 503
@@ -68,8 +81,9 @@ def test_refresh_failing_after_expiry_is_a_503_with_try_again_and_keeps_the_sess
     assert retry.status_code == 200 and "demo@example.com" in retry.text
 
 
-def test_invalid_grant_on_refresh_ends_the_mediaflow_session(logged_in: Any, emulator: Emulator) -> None:
-    time.sleep(4.2)
+def test_invalid_grant_on_refresh_ends_the_mediaflow_session(logged_in: Any, emulator: Emulator,
+                                                             clock: FakeClock) -> None:
+    clock.advance(4.2)
     emulator.fault(endpoint="token", kind="oauth_error", error="invalid_grant")
     page = logged_in.get("/account")
     assert page.status_code == 401 and "Your Mediaflow session has ended" in page.text

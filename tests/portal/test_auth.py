@@ -140,7 +140,7 @@ def stored_tokens(app: Flask, client: Any) -> list[str]:
     """The real token values, read from the server-side store."""
     with client.session_transaction() as session:
         key = session["tokens_key"]
-    tokens = app.extensions["mediaflow_tokens"].get(key)
+    tokens = app.extensions["mediaflow_tokens"].store.get(key)
     return [t for t in (tokens.access_token, tokens.refresh_token) if t]
 
 

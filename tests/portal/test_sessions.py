@@ -82,12 +82,12 @@ def test_the_sweep_removes_expired_records_token_sets_and_idle_locks_only(make_a
         app.test_client().get("/login")
     client = app.test_client()
     portal_login(client)
-    store = app.extensions["mediaflow_tokens"]
+    store = app.extensions["mediaflow_tokens"].store
     with client.session_transaction() as session:
         key = session["tokens_key"]
     with store.lock(key, timeout=1):  # leaves its lock file, as a refresh does
         pass
-    ended = TokenSet.from_response({"access_token": "a", "expires_in": 60})
+    ended = TokenSet.from_response({"access_token": "a", "expires_in": 60}, now=time.time())
     store.put("ended-session", ended, ttl=1)
     with store.lock("ended-session", timeout=1):
         pass

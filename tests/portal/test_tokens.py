@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 
-from portal.tokens import TokenSet
+from portal.mediaflow import MediaflowRefused, MediaflowUnavailable
+from portal.tokens import (
+    FileTokenStore,
+    LockTimeout,
+    RedisTokenStore,
+    RefreshFailed,
+    SessionEnded,
+    TokenService,
+    TokenSet,
+    TokenStore,
+)
+from tests.conftest import FakeClock, RedisServer
 from tests.support import Emulator, portal_login
 
 
@@ -22,14 +35,14 @@ from tests.support import Emulator, portal_login
 )
 def test_refresh_is_due_within_the_leeway_capped_at_half_the_lifetime(lifetime: int, left: float, leeway: float,
                                                                       due: bool) -> None:
-    tokens = TokenSet("a", "r", expires_at=1000 + left, lifetime=lifetime, obtained_at=0)
+    tokens = TokenSet("a", "r", expires_at=1000 + left, lifetime=lifetime)
     assert tokens.is_due(leeway, now=1000) is due
 
 
 @pytest.mark.parametrize(("answer", "kept"), [({}, "old"), ({"refresh_token": None}, "old"),
                                                ({"refresh_token": ""}, "old"), ({"refresh_token": "new"}, "new")])
 def test_a_refresh_keeps_the_old_refresh_token_unless_a_new_one_is_given(answer: dict[str, Any], kept: str) -> None:
-    tokens = TokenSet("a", "old", expires_at=10, lifetime=10, obtained_at=0)
+    tokens = TokenSet("a", "old", expires_at=10, lifetime=10)
     fresh = tokens.refreshed({"access_token": "b", "expires_in": 60, **answer}, now=5)
     assert (fresh.refresh_token, fresh.access_token, fresh.expires_at, fresh.refreshed_at) == (kept, "b", 65, 5)
 
@@ -42,13 +55,13 @@ def session_status(client: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("client_id", ["short", "empty-refresh", "rotating"])
 def test_expiring_token_is_refreshed_before_the_request_and_the_refresh_token_kept(
-    make_app: Callable[..., Flask], emulator: Emulator, backend: str, client_id: str
+    make_app: Callable[..., Flask], emulator: Emulator, backend: str, client_id: str, clock: FakeClock
 ) -> None:
-    client = make_app(client_id, backend=backend).test_client()
+    client = make_app(client_id, backend=backend, clock=clock).test_client()
     portal_login(client)
     assert session_status(client)["last_refreshed"] is None
     for round_ in (1, 2):
-        time.sleep(2.1)  # lifetime 4 s: due with less than 2 s left
+        clock.advance(2.1)  # lifetime 4 s: due with less than 2 s left
         status = session_status(client)
         assert status["last_refreshed"] is not None
         assert status["expires_in"] >= 3
@@ -61,12 +74,12 @@ def test_expiring_token_is_refreshed_before_the_request_and_the_refresh_token_ke
 
 
 def test_no_refresh_token_ends_the_session_politely_once_expired(make_app: Callable[..., Flask], backend: str,
-                                                                 emulator: Emulator) -> None:
-    client = make_app("no-refresh", backend=backend).test_client()
+                                                                 emulator: Emulator, clock: FakeClock) -> None:
+    client = make_app("no-refresh", backend=backend, clock=clock).test_client()
     portal_login(client)
-    time.sleep(2.1)
+    clock.advance(2.1)
     assert session_status(client)["refresh_token_held"] is False  # still valid: served as is
-    time.sleep(2.1)
+    clock.advance(2.1)
     page = client.get("/account")
     assert page.status_code == 401
     assert "Your Mediaflow session has ended" in page.text
@@ -76,10 +89,10 @@ def test_no_refresh_token_ends_the_session_politely_once_expired(make_app: Calla
 
 
 def test_refused_refresh_ends_the_session_and_offers_to_come_back(make_app: Callable[..., Flask], backend: str,
-                                                                  emulator: Emulator) -> None:
-    client = make_app("short", backend=backend).test_client()
+                                                                  emulator: Emulator, clock: FakeClock) -> None:
+    client = make_app("short", backend=backend, clock=clock).test_client()
     portal_login(client, next_url="/account")
-    time.sleep(2.1)
+    clock.advance(2.1)
     emulator.fault(endpoint="token", kind="oauth_error", error="invalid_grant")
     page = client.get("/account")
     assert page.status_code == 401
@@ -89,7 +102,10 @@ def test_refused_refresh_ends_the_session_and_offers_to_come_back(make_app: Call
     assert client.get("/").text.count("Log in with Mediaflow") == 1
 
 
-def test_a_corrupt_stored_token_set_ends_the_session_politely(app: Flask, client: Any) -> None:
+def test_a_corrupt_stored_token_set_ends_the_session_politely(make_app: Callable[..., Flask], backend: str,
+                                                               clock: FakeClock) -> None:
+    app = make_app("short", backend=backend, clock=clock)
+    client = app.test_client()
     portal_login(client)
     with client.session_transaction() as session:
         key = session["tokens_key"]
@@ -97,7 +113,7 @@ def test_a_corrupt_stored_token_set_ends_the_session_politely(app: Flask, client
         app.config["SESSION_REDIS"].set(f"mediaflow:tokens:{key}", b"\x00not json")
     else:
         (Path(app.config["SESSION_FILE_DIR"]) / "tokens" / f"{key}.json").write_text("{truncated")
-    app.extensions["mediaflow_token_cache"].forget(key)  # as another worker, which never saw it
+    clock.advance(2.1)  # due: the worker's copy is not trusted, the store is read
     page = client.get("/account")
     assert page.status_code == 401 and "Your Mediaflow session has ended" in page.text
     assert client.get("/session").status_code == 302
@@ -110,3 +126,115 @@ def test_api_failure_on_home_degrades_to_a_message_and_keeps_the_session(client:
     assert page.status_code == 200
     assert "You are still logged in" in page.text
     assert "Welcome, Demo User" in client.get("/").text
+
+
+class Mediaflow:
+    """The refresh call a TokenService makes, answering from a script; counts its calls."""
+
+    def __init__(self, *answers: dict[str, Any] | Exception, wait: float = 0.0) -> None:
+        self.answers = list(answers)
+        self.wait = wait
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, refresh_token: str) -> dict[str, Any]:
+        with self.lock:
+            self.calls += 1
+            answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        time.sleep(self.wait)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+@pytest.fixture(params=["filesystem", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> TokenStore:
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        server.client.flushdb()
+        return RedisTokenStore(server.client)
+    return FileTokenStore(tmp_path / "tokens")
+
+
+def service_with(store: TokenStore, mediaflow: Mediaflow, clock: FakeClock) -> tuple[TokenService, str]:
+    """A token service on a real store, whose one session holds a token set of 100 s."""
+    service = TokenService(store, leeway=60, lock_timeout=2, ttl=600, refresh=mediaflow, clock=clock)
+    key = service.start({"access_token": "first", "refresh_token": "r", "expires_in": 100})
+    return service, key
+
+
+FRESH = {"access_token": "fresh", "expires_in": 100}
+DOWN = MediaflowUnavailable("Mediaflow's token endpoint did not answer in time")
+
+
+def test_a_token_that_is_not_due_is_served_without_a_store_read_or_a_refresh(store: TokenStore,
+                                                                             clock: FakeClock) -> None:
+    service, key = service_with(store, Mediaflow(FRESH), clock)
+    assert service.fresh(key).access_token == "first"
+    store.delete(key)  # the worker's copy is enough while the token is not due
+    assert service.fresh(key).access_token == "first"
+    clock.advance(51)  # due (less than half of 100 s left): the store is read again
+    with pytest.raises(SessionEnded):
+        service.fresh(key)
+
+
+def test_failed_refreshes_back_off_then_fail_after_expiry_and_recover(store: TokenStore, clock: FakeClock) -> None:
+    mediaflow = Mediaflow(DOWN, DOWN, DOWN, FRESH)
+    service, key = service_with(store, mediaflow, clock)
+    clock.advance(51)
+    schedule = []
+    for _ in range(3):
+        assert service.fresh(key).access_token == "first"  # still valid: served while refresh fails
+        schedule.append(store.get(key).retry_at - clock())  # type: ignore[union-attr]
+        clock.advance(1)
+        assert service.fresh(key).access_token == "first"  # backing off: no call
+        clock.advance(schedule[-1] - 1)
+    assert schedule == [5, 10, 20] and mediaflow.calls == 3
+    clock.advance(100)  # expired: the next failure is the caller's to show ("try again")
+    mediaflow.answers = [DOWN, FRESH]
+    with pytest.raises(RefreshFailed):
+        service.fresh(key)
+    assert service.fresh(key).access_token == "fresh"  # expired tokens retry at once: Mediaflow is back
+
+
+def test_final_refusal_ends_the_session(store: TokenStore, clock: FakeClock) -> None:
+    service, key = service_with(store, Mediaflow(MediaflowRefused("invalid_grant")), clock)
+    clock.advance(51)
+    with pytest.raises(SessionEnded):
+        service.fresh(key)
+
+
+def test_requests_of_one_session_at_once_refresh_once_and_all_get_the_new_token(store: TokenStore,
+                                                                                 clock: FakeClock) -> None:
+    mediaflow = Mediaflow(FRESH, wait=0.2)
+    service, key = service_with(store, mediaflow, clock)
+    clock.advance(51)
+    with ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(lambda _: service.fresh(key).access_token, range(16)))
+    assert got == ["fresh"] * 16 and mediaflow.calls == 1
+
+
+def test_a_refresh_lock_held_too_long_is_a_timeout_not_a_store_failure(store: TokenStore, clock: FakeClock) -> None:
+    service, key = service_with(store, Mediaflow(FRESH), clock)
+    service.lock_timeout = 0.2
+    clock.advance(51)
+    with store.lock(key, timeout=2), pytest.raises(LockTimeout):
+        service.fresh(key)
+
+
+def test_a_refresh_lock_timeout_shows_the_mediaflow_page_and_keeps_the_session(
+    make_app: Callable[..., Flask], backend: str, clock: FakeClock
+) -> None:
+    app = make_app("short", backend=backend, clock=clock)
+    client = app.test_client()
+    portal_login(client)
+    with client.session_transaction() as session:
+        key = session["tokens_key"]
+    tokens = app.extensions["mediaflow_tokens"]
+    tokens.lock_timeout = 0.2
+    clock.advance(2.1)
+    with tokens.store.lock(key, timeout=5):  # another request's refresh, stuck on a slow Mediaflow
+        page = client.get("/account")
+    assert page.status_code == 503 and "Mediaflow is not answering right now" in page.text
+    assert "session store" not in page.text
+    assert client.get("/session").status_code == 200

@@ -2,35 +2,35 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from flask import Flask
 
+from tests.conftest import FakeClock
 from tests.support import csrf_token, portal_login
 
 
-def test_idle_timeout_ends_the_session_on_the_server(make_app: Callable[..., Flask]) -> None:
-    client = make_app(SESSION_IDLE_TIMEOUT=2).test_client()
+def test_idle_timeout_ends_the_session_on_the_server(make_app: Callable[..., Flask], clock: FakeClock) -> None:
+    client = make_app(SESSION_IDLE_TIMEOUT=2, clock=clock).test_client()
     portal_login(client)
     for _ in range(4):  # active for 2.4 s: never idle for 2 s
-        time.sleep(0.6)
+        clock.advance(0.6)
         assert client.get("/session").status_code == 200
-    time.sleep(2.1)
+    clock.advance(2.1)
     page = client.get("/account")
     assert page.status_code == 401 and "You were away for a while" in page.text
     assert client.get("/session").status_code == 302
 
 
-def test_absolute_lifetime_ends_even_an_active_session(make_app: Callable[..., Flask]) -> None:
-    client = make_app(SESSION_MAX_LIFETIME=3).test_client()
+def test_absolute_lifetime_ends_even_an_active_session(make_app: Callable[..., Flask], clock: FakeClock) -> None:
+    client = make_app(SESSION_MAX_LIFETIME=3, clock=clock).test_client()
     portal_login(client)
     for _ in range(4):
-        time.sleep(0.5)
+        clock.advance(0.5)
         assert client.get("/session").status_code == 200
-    time.sleep(1.1)
+    clock.advance(1.1)
     page = client.get("/session")
     assert page.status_code == 401 and "Your Mediaflow session has ended" in page.text
     assert client.get("/session").status_code == 302
