@@ -29,7 +29,9 @@ def csrf_failed(error: CSRFError) -> Any:
 
 def http_error(error: HTTPException) -> Any:
     status = error.code or 500
-    return render_template("errors/http.html", status=status, error=error), status
+    # Keep the exception's headers (Allow on a 405, Retry-After on a 503); the page brings its own type.
+    headers = [(name, value) for name, value in error.get_headers() if name.lower() != "content-type"]
+    return render_template("errors/http.html", status=status, error=error), status, headers
 
 
 def mediaflow_unavailable(error: MediaflowUnavailable) -> Any:
