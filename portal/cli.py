@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import stat
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -14,13 +18,18 @@ from flask.cli import AppGroup
 from . import mediaflow
 
 # One distinct exit code per kind of failure, so scripts can tell them apart.
-EXIT_SETTING = 2          # a missing setting or input (click's usage errors share it)
+EXIT_SETTING = 2          # a missing or unusable setting, input or file (click's usage errors share it)
 EXIT_CREDENTIALS = 3      # wrong username or password
 EXIT_NOT_ALLOWED = 4      # unauthorized_client: this client id may not use the grant
 EXIT_INVALID_GRANT = 5    # the refresh token (or access token) is refused
 EXIT_UNREACHABLE = 6      # Mediaflow cannot be reached or does not answer in time
 EXIT_BAD_ANSWER = 7       # Mediaflow answered something that is not the documented JSON
 EXIT_REFUSED = 8          # any other refusal, e.g. invalid_client
+
+# Far more than any token set; a bigger file is not one, and is not read whole.
+MAX_TOKEN_FILE = 64 * 1024
+# RFC 6749 allows visible ASCII in tokens; a space or line break means the file holds something else.
+TOKEN = re.compile(r"[\x21-\x7e]+")
 
 cli = AppGroup("mediaflow", help="Get and use Mediaflow tokens without a browser (password and refresh grants).")
 
@@ -32,6 +41,8 @@ cli = AppGroup("mediaflow", help="Get and use Mediaflow tokens without a browser
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the token set here (mode 0600).")
 def password_command(username: str | None, password_stdin: bool, state: str | None, out: Path | None) -> None:
     """Get a token set with the password grant (trusted scripts only; see README)."""
+    if out is not None:
+        check_out(out)
     if not username:
         username = click.prompt("Username", err=True)
     if password_stdin:
@@ -52,11 +63,14 @@ def password_command(username: str | None, password_stdin: bool, state: str | No
 
 
 @cli.command("refresh")
-@click.option("--refresh-token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+@click.option("--refresh-token-file", type=click.Path(path_type=Path),
               help="A file with the refresh token, or a token set written by `password --out`.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the token set here (mode 0600).")
 def refresh_command(refresh_token_file: Path | None, out: Path | None) -> None:
     """Get a new token set from a refresh token (the long-lived "server key")."""
+    if out is not None:
+        # Before the grant: with rotation, a token set that cannot be written is lost for good.
+        check_out(out)
     if refresh_token_file is not None:
         refresh_token = read_token(refresh_token_file, "refresh_token")
     else:
@@ -72,7 +86,7 @@ def refresh_command(refresh_token_file: Path | None, out: Path | None) -> None:
 
 
 @cli.command("me")
-@click.option("--token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
+@click.option("--token-file", type=click.Path(path_type=Path), required=True,
               help="A file with the access token, or a token set written by `password --out`.")
 def me_command(token_file: Path) -> None:
     """Call GET /me with an access token, to show that it works."""
@@ -102,32 +116,86 @@ def emit(token: dict[str, Any], out: Path | None) -> None:
     if out is None:
         click.echo(text, nl=False)
         return
-    try:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)  # also when the file already existed with looser permissions
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-    except OSError as error:
-        fail(EXIT_SETTING, f"cannot write {out}: {error.strerror}")
+    check_out(out)  # again: the path may have changed while Mediaflow answered
+    write_private(out, text)
     click.echo(f"Token set written to {out} (mode 0600).", err=True)
 
 
-def read_token(path: Path, field: str) -> str:
-    """A token from a plain file, or from the `field` of a JSON token set."""
+def check_out(out: Path) -> None:
+    """Refuse an --out that is a symbolic link, not a file, another user's file, or in no folder."""
     try:
-        text = path.read_text().strip()
-    except (OSError, UnicodeDecodeError) as error:
-        fail(EXIT_SETTING, f"cannot read {path}: {getattr(error, 'strerror', None) or 'not text'}")
-    if text.startswith("{"):
+        found = out.lstat()
+    except FileNotFoundError:
+        if not out.parent.is_dir():
+            fail(EXIT_SETTING, f"cannot write {out}: there is no folder {out.parent}")
+        return
+    except OSError as error:
+        fail(EXIT_SETTING, f"cannot write {out}: {error.strerror}")
+    if stat.S_ISLNK(found.st_mode):
+        fail(EXIT_SETTING, f"{out} is a symbolic link: give the path of the file itself")
+    if not stat.S_ISREG(found.st_mode):
+        fail(EXIT_SETTING, f"cannot write {out}: not a regular file")
+    if found.st_uid != os.geteuid():
+        fail(EXIT_SETTING, f"{out} belongs to another user (uid {found.st_uid}): not replacing it")
+
+
+def write_private(out: Path, text: str) -> None:
+    """Write a new 0600 file beside `out`, then rename it over `out`: never through a link, never half written."""
+    try:
+        # mkstemp opens with O_CREAT | O_EXCL | O_NOFOLLOW: a name planted in the folder is never written through.
+        fd, temp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    except OSError as error:
+        fail(EXIT_SETTING, f"cannot write {out}: {error.strerror}")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            os.fchmod(handle.fileno(), 0o600)  # exactly 0600, whatever the umask
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # rename replaces the name, never a file it pointed to: a link swapped in meanwhile is replaced itself.
+        os.replace(temp, out)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        fail(EXIT_SETTING, f"cannot write {out}: {error.strerror}")
+    # So the rename survives a crash too; some filesystems cannot sync a folder, and the file itself is synced.
+    with contextlib.suppress(OSError):
+        folder = os.open(out.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            value = json.loads(text).get(field)
-        except (ValueError, AttributeError):
-            value = None
-        if not isinstance(value, str) or not value:
-            fail(EXIT_SETTING, f"{path} is JSON without a usable {field!r}")
-        return value
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def read_token(path: Path, field: str) -> str:
+    """A token from a plain file, or from the `field` of a JSON token set; no message ever quotes the file."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_TOKEN_FILE + 1)
+    except OSError as error:
+        fail(EXIT_SETTING, f"cannot read {path}: {error.strerror}")
+    if len(data) > MAX_TOKEN_FILE:
+        fail(EXIT_SETTING, f"{path} is larger than {MAX_TOKEN_FILE // 1024} KiB: not a token file")
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        fail(EXIT_SETTING, f"{path} is not text")
     if not text:
         fail(EXIT_SETTING, f"{path} is empty")
+    if text.startswith(("{", "[")):
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as error:
+            # The position only: the decoder's message never quotes the text, but keep it that way.
+            fail(EXIT_SETTING, f"{path} is not valid JSON (line {error.lineno}, column {error.colno})")
+        except RecursionError:
+            fail(EXIT_SETTING, f"{path} is not valid JSON (nested too deeply)")
+        value = document.get(field) if isinstance(document, dict) else None
+        if not isinstance(value, str) or not TOKEN.fullmatch(value):
+            fail(EXIT_SETTING, f"{path} is JSON without a usable {field!r}")
+        return value
+    if not TOKEN.fullmatch(text):
+        fail(EXIT_SETTING, f"{path} is not a token: one word of visible ASCII, or a JSON token set")
     return text
 
 

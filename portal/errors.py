@@ -42,7 +42,9 @@ def expected_failure(error: Exception) -> Any:
 
 def http_error(error: HTTPException) -> Any:
     status = error.code or 500
-    return render_template("errors/http.html", status=status, error=error), status
+    # Keep the exception's headers (Allow on a 405, Retry-After on a 503); the page brings its own type.
+    headers = [(name, value) for name, value in error.get_headers() if name.lower() != "content-type"]
+    return render_template("errors/http.html", status=status, error=error), status, headers
 
 
 def internal_error(error: InternalServerError) -> Any:

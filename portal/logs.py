@@ -65,13 +65,15 @@ class RedactingFilter(logging.Filter):
 
 
 class RequestIds:
-    """WSGI middleware: take the proxy's X-Request-ID (or make one), and send it back on the response."""
+    """WSGI middleware: take a trusted proxy's X-Request-ID (or make one), and send it back on the response."""
 
-    def __init__(self, app: WSGIApplication) -> None:
+    def __init__(self, app: WSGIApplication, trust_incoming: bool) -> None:
         self.app = app
+        # Without a proxy in front, anyone could choose the id their requests are logged under.
+        self.trust_incoming = trust_incoming
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        incoming = environ.get("HTTP_X_REQUEST_ID", "")
+        incoming = environ.get("HTTP_X_REQUEST_ID", "") if self.trust_incoming else ""
         # An id only correlates log lines; it need not be unpredictable, and random.getrandbits makes no
         # system call (secrets would read the OS random source on every request).
         request_id = incoming if REQUEST_ID.match(incoming) else f"{random.getrandbits(64):016x}"
@@ -110,7 +112,8 @@ def init_app(app: Flask) -> None:
         logger.setLevel(logging.INFO)
         logger.propagate = False
     app.logger.handlers = [handler]
-    app.wsgi_app = RequestIds(app.wsgi_app)  # type: ignore[method-assign]
+    behind_proxy = app.config["TRUSTED_PROXY_COUNT"] > 0
+    app.wsgi_app = RequestIds(app.wsgi_app, trust_incoming=behind_proxy)  # type: ignore[method-assign]
 
 
 def redact_logger(logger: logging.Logger) -> None:

@@ -237,7 +237,11 @@ def init_app(app: Flask) -> TokenStore:
         SESSION_PERMANENT=True,
         # A minute past the absolute lifetime, so auth.load_session ends it politely before the store drops it.
         PERMANENT_SESSION_LIFETIME=timedelta(seconds=config["SESSION_MAX_LIFETIME"] + 60),
-        SESSION_COOKIE_NAME="mediaflow_portal",
+        # __Host-: a browser takes the cookie only from this host over https, so a sibling subdomain or a
+        # plain-http answer cannot plant a session id; it needs exactly Secure, Path=/ and no Domain.
+        SESSION_COOKIE_NAME="__Host-mediaflow_portal" if config["SESSION_COOKIE_SECURE"] else "mediaflow_portal",
+        SESSION_COOKIE_PATH="/",
+        SESSION_COOKIE_DOMAIN=None,
         SESSION_COOKIE_HTTPONLY=True,
         # Lax, never Strict: the top-level redirect back from Mediaflow must carry the cookie.
         SESSION_COOKIE_SAMESITE="Lax",

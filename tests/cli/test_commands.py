@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -151,3 +152,142 @@ def test_a_missing_setting_stops_the_command_with_one_line(tmp_path: Path) -> No
     assert result.stderr.strip().endswith("MEDIAFLOW_CLIENT_SECRET is not set: Mediaflow requires it with "
                                           "MEDIAFLOW_CLIENT_ID")
     assert "Traceback" not in result.stderr
+
+
+# A string that looks like a token: it must never reach a message, whatever the file around it.
+LEAK = "at-LEAKME-0123456789abcdef"
+OTHER_UID = 65534  # nobody; the tests run as root, which may give a file away
+
+
+def nowhere() -> dict[str, str]:
+    """Settings that point at a closed port: a command that asks Mediaflow anyway exits 6, not 2."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    return {"MEDIAFLOW_TOKEN_URL": f"{closed}/token", "MEDIAFLOW_API_BASE": f"{closed}/1"}
+
+
+def only_error_line(result: Any) -> str:
+    """The one line a failure prints: nothing else on stderr, nothing on stdout, no token text."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    assert LEAK not in result.stderr and "LEAKME" not in result.stderr
+    return str(lines[0])
+
+
+def make_symlink_to_another_users_file(tmp_path: Path) -> tuple[Path, Path]:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not yours\n")
+    os.chown(victim, OTHER_UID, OTHER_UID)
+    (tmp_path / "token.json").symlink_to(victim)
+    return tmp_path / "token.json", victim
+
+
+def make_dangling_symlink(tmp_path: Path) -> tuple[Path, Path]:
+    (tmp_path / "elsewhere").mkdir()
+    target = tmp_path / "elsewhere" / "planted.json"
+    (tmp_path / "token.json").symlink_to(target)
+    return tmp_path / "token.json", target
+
+
+def make_another_users_file(tmp_path: Path) -> tuple[Path, Path]:
+    out = tmp_path / "token.json"
+    out.write_text("not yours\n")
+    os.chown(out, OTHER_UID, OTHER_UID)
+    return out, out
+
+
+def make_missing_folder(tmp_path: Path) -> tuple[Path, Path]:
+    return tmp_path / "no-such-folder" / "token.json", tmp_path / "no-such-folder"
+
+
+OUT_REFUSALS = [
+    ("symlink-to-another-users-file", make_symlink_to_another_users_file, "symbolic link"),
+    ("dangling-symlink", make_dangling_symlink, "symbolic link"),
+    ("another-users-file", make_another_users_file, "belongs to another user"),
+    ("missing-folder", make_missing_folder, "cannot write"),
+]
+
+
+@pytest.mark.parametrize(("make", "message"), [r[1:] for r in OUT_REFUSALS], ids=[r[0] for r in OUT_REFUSALS])
+def test_out_never_writes_through_a_link_or_into_another_users_file(
+    run: Callable[..., Any], tmp_path: Path, make: Callable[[Path], tuple[Path, Path]], message: str,
+) -> None:
+    out, untouched = make(tmp_path)
+    before = untouched.read_bytes() if untouched.is_file() else None
+    owner = untouched.lstat().st_uid if untouched.exists() else None
+    # Refused before Mediaflow is asked (it is not there: that would be exit 6), so no token set is lost.
+    result = run("password", "--username", "demo", "--password-stdin", "--out", str(out), stdin="demo\n",
+                 **nowhere())
+    assert result.exit_code == cli.EXIT_SETTING
+    assert message in only_error_line(result)
+    assert (untouched.read_bytes() if untouched.is_file() else None) == before
+    assert (untouched.lstat().st_uid if untouched.exists() else None) == owner
+    assert out.is_symlink() == (make in (make_symlink_to_another_users_file, make_dangling_symlink))
+    assert not [p for p in tmp_path.rglob("*.tmp")], "no temporary file is left behind"
+
+
+def test_out_replaces_an_existing_file_with_a_new_0600_one(run: Callable[..., Any], tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "token.json"
+    out.write_text("old\n")
+    out.chmod(0o644)
+    other_name = tmp_path / "out" / "other-name.txt"
+    os.link(out, other_name)  # a second name of the same file must not receive the token set
+    old_inode = out.stat().st_ino
+    result = run("password", "--username", "demo", "--password-stdin", "--out", str(out), stdin="demo\n")
+    assert result.exit_code == 0, result.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600 and out.stat().st_uid == os.geteuid()
+    assert out.stat().st_ino != old_inode
+    assert other_name.read_text() == "old\n"
+    assert set(json.loads(out.read_text())) == {"access_token", "token_type", "expires_in", "refresh_token"}
+    assert sorted(p.name for p in out.parent.iterdir()) == ["other-name.txt", "token.json"]
+
+
+def write_bytes(content: bytes) -> Callable[[Path], Path]:
+    def make(tmp_path: Path) -> Path:
+        path = tmp_path / "token.json"
+        path.write_bytes(content)
+        return path
+
+    return make
+
+
+def make_folder(tmp_path: Path) -> Path:
+    (tmp_path / "token.json").mkdir()
+    return tmp_path / "token.json"
+
+
+def make_symlink_loop(tmp_path: Path) -> Path:
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    return tmp_path / "a"
+
+
+BAD_TOKEN_FILES = [
+    ("broken-json", write_bytes(f'{{"access_token": "{LEAK}", "refresh_token": "{LEAK}"'.encode()), "not valid JSON"),
+    ("json-list", write_bytes(f'[{{"access_token": "{LEAK}", "refresh_token": "{LEAK}"}}]'.encode()), "JSON"),
+    ("json-without-brace", write_bytes(f'"access_token": "{LEAK}", "refresh_token": "{LEAK}"}}'.encode()),
+     "not a token"),
+    ("json-field-not-a-token", write_bytes(f'{{"access_token": "{LEAK}\\n{LEAK}", "refresh_token": '
+                                           f'"{LEAK} {LEAK}"}}'.encode()), "without a usable"),
+    ("deeply-nested-json", write_bytes(b'{"a": ' * 10000), "not valid JSON"),
+    ("binary-junk", write_bytes(bytes(range(256)) + LEAK.encode()), "not text"),
+    ("control-characters", write_bytes(f"\x00\x01{LEAK}\x7f".encode()), "not a token"),
+    ("two-lines", write_bytes(f"{LEAK}\n{LEAK}\n".encode()), "not a token"),
+    ("huge", write_bytes(LEAK.encode() * 50_000), "larger than 64 KiB"),
+    ("empty", write_bytes(b"\n"), "is empty"),
+    ("folder", make_folder, "cannot read"),
+    ("symlink-loop", make_symlink_loop, "cannot read"),
+    ("missing", lambda tmp_path: tmp_path / "missing.json", "cannot read"),
+]
+
+
+@pytest.mark.parametrize("option", ["me --token-file", "refresh --refresh-token-file"])
+@pytest.mark.parametrize(("make", "message"), [b[1:] for b in BAD_TOKEN_FILES], ids=[b[0] for b in BAD_TOKEN_FILES])
+def test_a_bad_token_file_is_one_line_without_its_text(run: Callable[..., Any], tmp_path: Path, option: str,
+                                                       make: Callable[[Path], Path], message: str) -> None:
+    path = make(tmp_path)
+    # Mediaflow is not there: a command that sent the file's text anyway would exit 6, not 2.
+    result = run(*option.split(), str(path), **nowhere())
+    assert result.exit_code == cli.EXIT_SETTING
+    assert message in only_error_line(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -24,17 +25,31 @@ def test_callback_url_follows_forwarded_headers_only_from_trusted_proxies(make_a
     assert query_of(login.headers["Location"])["redirect_uri"] == redirect_uri
 
 
-def test_request_id_is_propagated_or_made(make_app: Callable[..., Flask]) -> None:
-    client = make_app().test_client()
-    assert client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"] == "abc-123"
-    made = client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces" + "x" * 200}).headers
-    assert made["X-Request-ID"] != "" and " " not in made["X-Request-ID"] and len(made["X-Request-ID"]) == 16
+@pytest.mark.parametrize(
+    ("trusted", "sent", "kept"),
+    [(1, "req-7", True),
+     (0, "req-7", False),
+     (1, "bad id\twith spaces" + "x" * 200, False),
+     (0, "bad id\twith spaces" + "x" * 200, False)],
+    ids=["trusted-proxy", "no-trusted-proxy", "malformed-from-trusted-proxy", "malformed-no-trusted-proxy"],
+)
+def test_request_id_is_taken_only_from_a_trusted_proxy_else_made(make_app: Callable[..., Flask],
+                                                                 capsys: pytest.CaptureFixture[str], trusted: int,
+                                                                 sent: str, kept: bool) -> None:
+    client = make_app(TRUSTED_PROXY_COUNT=trusted, LOG_FORMAT="json").test_client()
+    capsys.readouterr()
+    answered = client.get("/callback?state=unknown", headers={"X-Request-ID": sent}).headers["X-Request-ID"]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+    logged = [line["request_id"] for line in lines if "Login failed" in line["message"]]
+    assert logged == [answered], "the response and the log line carry the same id"
+    if kept:
+        assert answered == sent
+    else:
+        assert answered != sent and len(answered) == 16 and answered.isalnum()
 
 
 def test_json_logs_are_one_object_per_line(make_app: Callable[..., Flask], capsys: pytest.CaptureFixture[str]) -> None:
-    import json
-
     client = make_app(LOG_FORMAT="json").test_client()
-    client.get("/callback?state=unknown", headers={"X-Request-ID": "req-7"})
+    client.get("/callback?state=unknown")
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
-    assert any(line["request_id"] == "req-7" and "Login failed" in line["message"] for line in lines)
+    assert any(line["request_id"] != "-" and "Login failed" in line["message"] for line in lines)

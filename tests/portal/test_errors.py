@@ -78,6 +78,24 @@ def test_unknown_page_is_a_404_page(client: Any) -> None:
     assert_page(client.get("/no/such/page"), 404, "Page not found")
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [("GET", "/logout", {"POST", "OPTIONS"}),
+     ("DELETE", "/logout", {"POST", "OPTIONS"}),
+     ("POST", "/callback", {"GET", "HEAD", "OPTIONS"}),
+     ("PUT", "/", {"GET", "HEAD", "OPTIONS"})],
+    ids=["get-logout", "delete-logout", "post-callback", "put-index"],
+)
+def test_wrong_method_is_a_405_page_that_says_which_methods_are_allowed(client: Any, method: str, path: str,
+                                                                        allowed: set[str]) -> None:
+    response = client.open(path, method=method)
+    assert_page(response, 405, "Method Not Allowed")
+    # RFC 9110 15.5.6: a 405 MUST carry Allow, once.
+    assert len(response.headers.getlist("Allow")) == 1
+    assert {m.strip() for m in response.headers["Allow"].split(",")} == allowed
+    assert response.mimetype == "text/html"
+
+
 def test_unexpected_exception_is_a_500_page_without_details(app: Flask) -> None:
     app.config["PROPAGATE_EXCEPTIONS"] = False
 

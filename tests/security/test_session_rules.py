@@ -36,13 +36,31 @@ def test_absolute_lifetime_ends_even_an_active_session(make_app: Callable[..., F
     assert client.get("/session").status_code == 302
 
 
-@pytest.mark.parametrize(("secure", "flag"), [(True, True), (False, False)])
-def test_cookie_is_secure_unless_configured_for_plain_http(make_app: Callable[..., Flask], secure: bool,
-                                                          flag: bool) -> None:
+@pytest.mark.parametrize(
+    ("secure", "name"),
+    [(True, "__Host-mediaflow_portal"), (False, "mediaflow_portal")],
+    ids=["secure-host-prefixed", "plain-http"],
+)
+def test_cookie_is_secure_and_host_prefixed_unless_configured_for_plain_http(make_app: Callable[..., Flask],
+                                                                             secure: bool, name: str) -> None:
     client = make_app(SESSION_COOKIE_SECURE=secure).test_client()
-    cookie = client.get("/login").headers["Set-Cookie"]
-    assert ("; Secure" in cookie) is flag
-    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    cookies = client.get("/login").headers.getlist("Set-Cookie")
+    assert len(cookies) == 1
+    cookie_name, _, _ = cookies[0].partition("=")
+    attributes = {part.split("=", 1)[0].lower(): part.partition("=")[2] for part in cookies[0].split("; ")[1:]}
+    assert cookie_name == name
+    assert ("secure" in attributes) is secure
+    # What __Host- demands of a cookie (RFC 6265bis 4.1.3.2), or a browser drops it: Secure, Path=/, no Domain.
+    assert attributes["path"] == "/" and "domain" not in attributes
+    assert "httponly" in attributes and attributes["samesite"] == "Lax"
+
+
+def test_a_login_keeps_its_session_under_the_host_prefixed_cookie(make_app: Callable[..., Flask]) -> None:
+    client = make_app(SESSION_COOKIE_SECURE=True).test_client()
+    assert portal_login(client).headers["Location"] == "/"
+    assert client.get_cookie("__Host-mediaflow_portal") is not None
+    assert client.get_cookie("mediaflow_portal") is None
+    assert client.get("/session").status_code == 200
 
 
 @pytest.mark.parametrize("path", ["/", "/login", "/callback?state=x", "/no-such-page", "/healthz",
