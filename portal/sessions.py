@@ -151,10 +151,9 @@ class StoreGuard:
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         if not session.modified:
-            # With SESSION_REFRESH_EACH_REQUEST off, Flask-Session would only add this header too. Most
-            # requests only read the session; a Vary line of its own is valid HTTP and cheaper than merging.
+            # With SESSION_REFRESH_EACH_REQUEST off, Flask-Session would only add this header: skip the rest.
             if session.accessed:
-                response.headers.add("Vary", "Cookie")
+                response.vary.add("Cookie")
             return
         try:
             super().save_session(app, session, response)  # type: ignore[misc]
