@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,8 @@ import msgspec
 import redis
 import requests
 
+from scripts.servers import NotUp, free_port, wait_for_http
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 # One worker for every app: wrk opens its connections once, and the kernel hands most of them to
@@ -39,22 +40,11 @@ WRK_SECONDS, WRK_CONNECTIONS, ROUNDS = 5, 16, 7
 SECRET = "bench-secret-key-0123456789-abcdefghijklmnop"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_for(url: str, process: subprocess.Popen[bytes]) -> None:
-    for _ in range(200):
-        if process.poll() is not None:
-            sys.exit(f"bench: a process for {url} stopped at start")
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.RequestException:
-            time.sleep(0.1)
-    sys.exit(f"bench: {url} did not answer")
+    try:
+        wait_for_http(url, process)
+    except NotUp as error:
+        sys.exit(f"bench: {error}")
 
 
 @dataclass

@@ -25,6 +25,8 @@ class Client:
     grants: tuple[str, ...] = GRANT_TYPES
     issue_refresh_token: bool = True
     expires_in: int = 3600
+    # Lifetime of the tokens the refresh grant issues; None: expires_in. Lets a test watch one expiry only.
+    refreshed_expires_in: int | None = None
     rotate_refresh_tokens: bool = False
     # One newer Mediaflow example shows "refresh_token": "" instead of leaving it out.
     empty_refresh_token_on_refresh: bool = False
@@ -116,7 +118,7 @@ def parse_config(raw: Any, source: str = "config") -> EmulatorConfig:
 def _client(reader: _Reader, raw: Any, where: str) -> Client:
     fields = {
         "id", "secret", "redirect_uris", "grants", "issue_refresh_token",
-        "expires_in", "rotate_refresh_tokens", "empty_refresh_token_on_refresh",
+        "expires_in", "refreshed_expires_in", "rotate_refresh_tokens", "empty_refresh_token_on_refresh",
     }
     item = reader.mapping(raw, where, fields, required={"id", "secret", "redirect_uris"})
     grants: tuple[str, ...] = tuple(reader.strings(item.get("grants", list(GRANT_TYPES)), f"{where}.grants"))
@@ -133,6 +135,8 @@ def _client(reader: _Reader, raw: Any, where: str) -> Client:
         grants=grants,
         issue_refresh_token=reader.boolean(item.get("issue_refresh_token", True), f"{where}.issue_refresh_token"),
         expires_in=reader.positive_int(item.get("expires_in", 3600), f"{where}.expires_in"),
+        refreshed_expires_in=(None if item.get("refreshed_expires_in") is None else
+                              reader.positive_int(item["refreshed_expires_in"], f"{where}.refreshed_expires_in")),
         rotate_refresh_tokens=reader.boolean(
             item.get("rotate_refresh_tokens", False), f"{where}.rotate_refresh_tokens"
         ),

@@ -211,7 +211,8 @@ class MediaflowServer(AuthorizationServer):
         generator = BearerTokenGenerator(
             lambda **_: generate_token(42),
             lambda **_: generate_token(48),
-            lambda c, g: c.client.expires_in,
+            lambda c, g: (c.client.refreshed_expires_in or c.client.expires_in) if g == "refresh_token"
+            else c.client.expires_in,
         )
         token: dict[str, Any] = generator(
             grant_type, client, user, scope, expires_in, include_refresh_token and client.client.issue_refresh_token

@@ -77,11 +77,6 @@ def client() -> Any:
     return current_app.extensions["authlib.integrations.flask_client"].mediaflow
 
 
-def authorize_redirect(redirect_uri: str) -> Any:
-    """Redirect the browser to Mediaflow's login page with a fresh state."""
-    return client().authorize_redirect(redirect_uri)
-
-
 def exchange_code() -> dict[str, Any]:
     """Check the callback's state and trade its code for tokens (grant_type=authorization_code)."""
     return _token_call(client().authorize_access_token)

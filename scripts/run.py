@@ -6,27 +6,21 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 from dotenv import load_dotenv
+
+from scripts.servers import NotUp, wait_for_http
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def wait_until_up(url: str, process: subprocess.Popen[bytes], seconds: float = 15) -> None:
     """Wait until url answers; stop with one line if its process dies or it stays silent."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"The server for {url} stopped at start (exit code {process.returncode}); see the lines above.")
-        try:
-            urllib.request.urlopen(url, timeout=1).close()  # noqa: S310 - loopback URL built here
-            return
-        except OSError:
-            time.sleep(0.2)
-    sys.exit(f"Nothing answered at {url} within {seconds:.0f} s.")
+    try:
+        wait_for_http(url, process, seconds)
+    except NotUp as error:
+        sys.exit(f"{str(error).capitalize()}; see the lines above.")
 
 
 def stop_on_sigterm(signum: int, frame: object) -> None:

@@ -14,6 +14,7 @@ from flask import Flask
 
 from app import create_app
 from portal import sessions
+from scripts.servers import wait_for_port
 from tests.support import (
     PORTAL_PORTS,
     Emulator,
@@ -22,7 +23,6 @@ from tests.support import (
     require_binary,
     start_emulator,
     stop,
-    wait_for_port,
 )
 from tests.tls import HTTPS_PORTS
 
@@ -34,6 +34,9 @@ CLIENTS = [
     # Short-lived tokens, so tests can wait for expiry: refresh works, the refresh token is omitted.
     client_settings("short", redirect_uris=TEST_CALLBACKS, expires_in=4),
     client_settings("rotating", redirect_uris=TEST_CALLBACKS, expires_in=4, rotate_refresh_tokens=True),
+    # One expiry to watch: the refreshed tokens live an hour, so however slow the machine, one refresh is due.
+    client_settings("rotating-once", redirect_uris=TEST_CALLBACKS, expires_in=4, refreshed_expires_in=3600,
+                    rotate_refresh_tokens=True),
     client_settings("no-refresh", redirect_uris=TEST_CALLBACKS, expires_in=4, issue_refresh_token=False),
     client_settings("empty-refresh", redirect_uris=TEST_CALLBACKS, expires_in=4, empty_refresh_token_on_refresh=True),
     client_settings("code-only", redirect_uris=TEST_CALLBACKS, grants=["authorization_code"],

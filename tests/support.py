@@ -6,10 +6,8 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+
+from scripts.servers import NotUp, free_port, wait_for_http
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -34,41 +34,8 @@ def require_binary(path_or_name: str, what: str) -> str:
     pytest.skip(message)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 # Ports reserved for portals served by gunicorn in tests, so their callbacks can be registered.
 PORTAL_PORTS = [free_port() for _ in range(4)]
-
-
-def wait_for_http(url: str, process: subprocess.Popen[bytes] | None = None, seconds: float = 20,
-                  verify: bool | str = True) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process for {url} exited with {process.returncode}")
-        try:
-            requests.get(url, timeout=1, verify=verify)
-            return
-        except requests.RequestException:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {seconds} s")
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process on port {port} exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port} after {seconds} s")
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -217,8 +184,8 @@ def start_portal(tmp: Path, port: int, settings: Mapping[str, str]) -> Portal:
     certfile = settings.get("GUNICORN_CERTFILE")
     url = f"{'https' if certfile else 'http'}://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{url}/healthz", process, verify=certfile or True)
-    except RuntimeError:
+        wait_for_http(f"{url}/healthz", process, cafile=certfile)
+    except NotUp:
         stop(process)
         raise RuntimeError(f"the portal did not start:\n{log.read_text()}") from None
     return Portal(url, process, log)

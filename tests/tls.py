@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.support import free_port, require_binary, stop, wait_for_port
+from scripts.servers import free_port, wait_for_port
+from tests.support import require_binary, stop
 
 NGINX = "/usr/sbin/nginx"
 

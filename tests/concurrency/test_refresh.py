@@ -17,7 +17,7 @@ from tests.support import PORTAL_PORTS, Emulator, Portal, http_login, portal_set
 
 @pytest.fixture
 def portal(request: pytest.FixtureRequest, emulator: Emulator, tmp_path: Path) -> Iterator[Portal]:
-    backend, workers = request.param
+    backend, workers, client_id = request.param
     port = PORTAL_PORTS[0]
     extra = {"SESSION_BACKEND": backend, "GUNICORN_WORKERS": str(workers), "GUNICORN_THREADS": "8",
              "SESSION_IDLE_TIMEOUT": "10"}
@@ -28,7 +28,7 @@ def portal(request: pytest.FixtureRequest, emulator: Emulator, tmp_path: Path) -
     else:
         extra["SESSION_FILE_DIR"] = str(tmp_path / "sessions")
         extra["SESSION_FILESYSTEM_ALLOW_WORKERS"] = "true"  # one host: the file locks hold across workers
-    running = start_portal(tmp_path, port, portal_settings(emulator, "rotating", port, **extra))
+    running = start_portal(tmp_path, port, portal_settings(emulator, client_id, port, **extra))
     yield running
     stop(running.process)
 
@@ -45,11 +45,12 @@ def get_all_at_once(url: str, cookie: str, count: int) -> list[int]:
         return list(pool.map(one, range(count)))
 
 
-@pytest.mark.parametrize("portal", [("redis", 4), ("filesystem", 4)], indirect=True, ids=["redis", "filesystem"])
+@pytest.mark.parametrize("portal", [("redis", 4, "rotating-once"), ("filesystem", 4, "rotating-once")], indirect=True,
+                         ids=["redis", "filesystem"])
 def test_32_parallel_requests_after_expiry_cause_exactly_one_refresh(portal: Portal, emulator: Emulator) -> None:
     browser = http_login(portal.url)
     cookie = browser.cookies["mediaflow_portal"]
-    time.sleep(4.2)  # the access token (4 s, rotating refresh tokens) has expired
+    time.sleep(4.2)  # the access token (4 s, rotating refresh tokens) has expired; the next one lives an hour
 
     statuses = get_all_at_once(f"{portal.url}/session", cookie, 32)
 
@@ -63,7 +64,8 @@ def test_32_parallel_requests_after_expiry_cause_exactly_one_refresh(portal: Por
     assert emulator.stats()["reuse_detected"] == 0
 
 
-@pytest.mark.parametrize("portal", [("redis", 2), ("filesystem", 2)], indirect=True, ids=["redis", "filesystem"])
+@pytest.mark.parametrize("portal", [("redis", 2, "rotating"), ("filesystem", 2, "rotating")], indirect=True,
+                         ids=["redis", "filesystem"])
 def test_slow_request_that_writes_its_session_after_a_refresh_does_not_restore_old_tokens(
     portal: Portal, emulator: Emulator
 ) -> None:

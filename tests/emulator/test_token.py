@@ -61,6 +61,15 @@ def test_each_client_gets_its_own_lifetime_and_refresh_token_setting(exchange: E
     assert ("refresh_token" in token) is expected["refresh"]
 
 
+@pytest.mark.parametrize(("client_id", "first", "refreshed"), [("short", 4, 4), ("rotating-once", 4, 3600)])
+def test_refreshed_tokens_live_refreshed_expires_in_when_set(exchange: Exchange, emulator: Emulator, client_id: str,
+                                                             first: int, refreshed: int) -> None:
+    token = exchange(client_id)
+    again = emulator.token(grant_type="refresh_token", refresh_token=str(token["refresh_token"]),
+                           client_id=client_id, client_secret=emulator.secret(client_id)).json()
+    assert (token["expires_in"], again["expires_in"]) == (first, refreshed)
+
+
 @pytest.mark.parametrize("with_state", [False, True])
 def test_password_grant_issues_tokens_for_allowed_clients(emulator: Emulator, with_state: bool) -> None:
     form = {"grant_type": "password", "username": "editor", "password": "editor", "client_id": "portal-test",
