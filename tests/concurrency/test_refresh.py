@@ -14,6 +14,8 @@ import requests
 from tests.conftest import RedisServer
 from tests.support import PORTAL_PORTS, Emulator, Portal, http_login, portal_settings, start_portal, stop
 
+pytestmark = pytest.mark.gunicorn
+
 
 @pytest.fixture
 def portal(request: pytest.FixtureRequest, emulator: Emulator, tmp_path: Path) -> Iterator[Portal]:

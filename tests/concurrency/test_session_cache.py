@@ -13,6 +13,8 @@ import requests
 from tests.conftest import RedisServer
 from tests.support import PORTAL_PORTS, Emulator, Portal, csrf_token, http_login, portal_settings, start_portal, stop
 
+pytestmark = pytest.mark.gunicorn
+
 REQUESTS = 64
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.conftest import start_redis
@@ -30,6 +31,7 @@ def compose_environment(emulator: Emulator, port: int, redis_url: str) -> dict[s
                            GUNICORN_WORKERS="4", GUNICORN_THREADS="4", LOG_FORMAT="json", TRUSTED_PROXY_COUNT="0")
 
 
+@pytest.mark.gunicorn
 def test_dockerfile_cmd_serves_health_readiness_and_a_login(emulator: Emulator, tmp_path: Path) -> None:
     redis = start_redis(tmp_path)
     port = PORTAL_PORTS[2]
@@ -63,6 +65,7 @@ def test_dockerfile_cmd_serves_health_readiness_and_a_login(emulator: Emulator, 
     assert any(f"rid={request_id}" in line for line in portal.logs().splitlines()), "access log carries the request id"
 
 
+@pytest.mark.gunicorn
 def test_filesystem_backend_with_several_workers_is_refused_at_start(tmp_path: Path) -> None:
     app_dir = stage_image(tmp_path / "image")
     env = env_with(GUNICORN_WORKERS="4", GUNICORN_BIND=f"127.0.0.1:{PORTAL_PORTS[2]}", SESSION_BACKEND="filesystem")

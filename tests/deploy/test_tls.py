@@ -11,6 +11,8 @@ import pytest
 from tests.support import PORTAL_PORTS, dockerfile_cmd, env_with, stage_image
 from tests.tls import make_certificate
 
+pytestmark = pytest.mark.gunicorn
+
 
 @pytest.mark.parametrize("only", ["GUNICORN_CERTFILE", "GUNICORN_KEYFILE"])
 def test_one_tls_file_without_the_other_is_refused_at_start(tmp_path: Path, only: str) -> None:

@@ -61,6 +61,7 @@ def stored_tokens(folder: Path) -> set[str]:
     return values
 
 
+@pytest.mark.gunicorn
 def test_logs_of_a_login_a_refresh_and_every_error_hold_no_secret(portal: Portal, emulator: Emulator,
                                                                   tmp_path: Path) -> None:
     secrets: set[str] = {emulator.secret("short"), "gunicorn-test-secret-key-0123456789abcdef"}
