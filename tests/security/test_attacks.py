@@ -134,6 +134,25 @@ def _valid_id_planted_before_login(client: Any, app: Flask) -> Any:
     return response
 
 
+def _pre_login_id_reused_after_one_login(client: Any, app: Flask) -> Any:
+    victim = app.test_client()
+    login = victim.get("/login")  # one /login: the id it sets is seen (a shared computer, a log, a proxy)
+    seen = victim.get_cookie(COOKIE).value
+    answer = sign_in(login.headers["Location"])
+    victim.get(answer.headers["Location"].split("localhost", 1)[1])
+    assert victim.get("/session").status_code == 200
+    client.set_cookie(COOKIE, seen)
+    response = client.get("/session")  # the attacker, with the id from before the login
+    victim.post("/logout", data={"csrf_token": csrf_token(victim.get("/").text)})
+    return response
+
+
+def _https_logout_posted_from_another_site(client: Any, app: Flask) -> Any:
+    token = csrf_token(client.get("/", base_url="https://localhost").text)
+    return client.post("/logout", base_url="https://localhost", data={"csrf_token": token},
+                       headers={"Referer": "https://evil.example/logout", "Origin": "https://evil.example"})
+
+
 def _stolen_code_pasted_into_own_callback(client: Any, app: Flask) -> Any:
     victim = app.test_client()
     code, _ = start_login(victim)  # the victim's code, taken before the victim's browser delivers it
@@ -202,6 +221,8 @@ ATTACKS = [
     Attack("replayed-callback-after-login", _replayed_callback, 400, logged_in=True),
     Attack("forged-session-cookie", _forged_cookie, 302),
     Attack("valid-id-planted-before-one-login", _valid_id_planted_before_login, 302),
+    Attack("pre-login-id-reused-after-one-login", _pre_login_id_reused_after_one_login, 302),
+    Attack("https-logout-posted-from-another-site", _https_logout_posted_from_another_site, 400, logged_in=True),
     Attack("stolen-code-in-own-callback-pkce", _stolen_code_pasted_into_own_callback, 400),
     Attack("error-text-without-a-state", _callback(f"error=server_error&error_description={quote(SCRIPT)}+0800"), 400,
            payloads=["server_error", "0800"]),
