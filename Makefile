@@ -21,6 +21,7 @@ bench: $(STAMP) ## Measure the portal's overhead (see docs/BENCHMARKS.md)
 	@command -v wrk >/dev/null && command -v redis-server >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq wrk redis-server)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.login_flood
 
 profile: $(STAMP) ## Where an authenticated request's time goes (pyinstrument)
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
