@@ -7,7 +7,7 @@ import sys
 # gunicorn reads this file before it changes directory: make the portal importable from anywhere.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from portal.config import ConfigError, check_workers
+from portal.config import ConfigError, check_bind, check_workers
 from portal.logs import redact_logger
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
@@ -33,9 +33,10 @@ def post_fork(server, worker):  # type: ignore[no-untyped-def]
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]
-    # Checked here, where the worker count is known; the app checks everything else itself.
+    # Checked here, where the worker count and the bind addresses are known; the app checks everything else itself.
     try:
         check_workers(server.cfg.workers)
+        check_bind(server.cfg.bind)
     except ConfigError as error:
         print(f"Mediaflow Portal cannot start: {error}", file=sys.stderr)
         sys.exit(2)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, render_template, request
+from flask import Flask, current_app, render_template, request
+from flask.globals import request_ctx
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, SecurityError
 
 from .mediaflow import MediaflowUnavailable
 from .tokens import StoreUnavailable
@@ -17,6 +18,7 @@ log = logging.getLogger(__name__)
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(CSRFError, csrf_failed)
+    app.register_error_handler(SecurityError, untrusted_host)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(MediaflowUnavailable, mediaflow_unavailable)
     app.register_error_handler(StoreUnavailable, store_unavailable)
@@ -25,6 +27,14 @@ def init_app(app: Flask) -> None:
 
 def csrf_failed(error: CSRFError) -> Any:
     return render_template("errors/csrf.html"), 400
+
+
+def untrusted_host(error: SecurityError) -> Any:
+    # Flask builds no URLs for a Host outside TRUSTED_HOSTS: the page's links are paths, so bind to loopback.
+    request_ctx.url_adapter = current_app.url_map.bind("localhost", script_name=request.script_root or None)
+    log.warning("Untrusted Host header on %s", request.path)
+    page = BadRequest("The portal does not answer to this host name.")
+    return render_template("errors/http.html", status=400, error=page), 400
 
 
 def http_error(error: HTTPException) -> Any:
