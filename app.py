@@ -38,6 +38,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     security.init_app(app)
     mediaflow.init_app(app)
     tokens.init_app(app, sessions.init_app(app))
+    if app.config["MEDIAFLOW_DEMO"]:
+        app.logger.warning("Demo mode: signing in against the emulator at %s with its public demo client; "
+                           "set MEDIAFLOW_CLIENT_ID for Mediaflow", app.config["MEDIAFLOW_TOKEN_URL"])
 
     # 3. Blueprints: login and logout, the pages, health checks; then the error pages.
     app.register_blueprint(auth.bp)

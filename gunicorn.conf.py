@@ -7,7 +7,7 @@ import sys
 # gunicorn reads this file before it changes directory: make the portal importable from anywhere.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from portal.config import ConfigError, check_workers
+from portal.config import ConfigError, check_bind, check_workers
 from portal.logs import redact_logger
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
@@ -37,10 +37,11 @@ def post_fork(server, worker):  # type: ignore[no-untyped-def]
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]
-    # Checked here, where the worker count is known, before gunicorn opens its sockets;
-    # the app checks everything else itself.
+    # Checked here, where the worker count and the bind addresses are known, before gunicorn opens its
+    # sockets; the app checks everything else itself.
     try:
         check_workers(server.cfg.workers)
+        check_bind(server.cfg.bind)
         # gunicorn itself would accept a certfile alone (key inside) or fail later on a keyfile alone.
         if bool(certfile) != bool(keyfile):
             raise ConfigError("GUNICORN_CERTFILE and GUNICORN_KEYFILE go together: set both to serve https, "

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import re
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from dotenv import load_dotenv
 
-from emulator.config import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
+# The emulator's built-in demo client; public by design, valid only against the emulator.
+DEMO_CLIENT_ID = "mediaflow-portal-demo"
+DEMO_CLIENT_SECRET = "demo-client-secret-not-for-production"  # noqa: S105 - public by design: demo only
 
 DEFAULTS: dict[str, Any] = {
     "MEDIAFLOW_AUTHORIZE_URL": "https://login.mediaflowpro.com/authorize",
@@ -37,8 +41,12 @@ DEFAULTS: dict[str, Any] = {
     "SESSION_IDLE_TIMEOUT": 30 * 60,
     "SESSION_MAX_LIFETIME": 12 * 60 * 60,
     "TRUSTED_PROXY_COUNT": 0,
+    # Host names the portal answers to besides loopback and the redirect URI's host (Flask's setting).
+    "TRUSTED_HOSTS": None,
     "LOG_FORMAT": "text",
 }
+
+LOOPBACK_HOSTS = ["localhost", "127.0.0.1"]
 
 PLACEHOLDER_KEYS = {"change-me", "changeme", "secret", "dev", "development", "replace-me", "your-secret-key"}
 
@@ -67,16 +75,26 @@ def settings_from_env(environ: dict[str, str] | None = None, dotenv_path: str | 
     for name in ("MEDIAFLOW_CONNECT_TIMEOUT", "MEDIAFLOW_READ_TIMEOUT"):
         if name in env:
             settings[name] = _seconds(name, env[name])
-    for name in ("MEDIAFLOW_PKCE", "SESSION_COOKIE_SECURE", "SESSION_FILESYSTEM_ALLOW_WORKERS", "SESSION_REDIS_CACHE"):
+    for name in ("MEDIAFLOW_PKCE", "MEDIAFLOW_DEMO", "SESSION_COOKIE_SECURE", "SESSION_FILESYSTEM_ALLOW_WORKERS",
+                 "SESSION_REDIS_CACHE"):
         if name in env:
             settings[name] = _boolean(name, env[name])
+    if "TRUSTED_HOSTS" in env:
+        settings["TRUSTED_HOSTS"] = [host.strip() for host in env["TRUSTED_HOSTS"].split(",") if host.strip()]
     return settings
 
 
 def configure(config: dict[str, Any], instance_path: str) -> None:
     """Fill in demo mode, then check every setting; raise ConfigError on the first bad one."""
     if not config.get("MEDIAFLOW_CLIENT_ID"):
+        if config.get("MEDIAFLOW_CLIENT_SECRET"):
+            # Demo mode would drop it for the public demo secret: the operator meant to log in to Mediaflow.
+            raise ConfigError("MEDIAFLOW_CLIENT_SECRET is set without MEDIAFLOW_CLIENT_ID: set the client id too, "
+                              "or remove the secret for demo mode")
         _enter_demo_mode(config, instance_path)
+    elif config.get("MEDIAFLOW_DEMO"):
+        raise ConfigError("MEDIAFLOW_DEMO=true with MEDIAFLOW_CLIENT_ID set: demo mode uses the emulator's client, "
+                          "so remove one of them")
     elif not config.get("MEDIAFLOW_CLIENT_SECRET"):
         raise ConfigError("MEDIAFLOW_CLIENT_SECRET is not set: Mediaflow requires it with MEDIAFLOW_CLIENT_ID")
     _check_secret_key(config)
@@ -84,10 +102,16 @@ def configure(config: dict[str, Any], instance_path: str) -> None:
         config["SESSION_COOKIE_SECURE"] = not config["MEDIAFLOW_DEMO"]
     for name in ("MEDIAFLOW_AUTHORIZE_URL", "MEDIAFLOW_TOKEN_URL", "MEDIAFLOW_API_BASE"):
         _check_url(name, config[name])
+        # Demo mode talks plain http to the emulator (in compose as http://emulator:5001).
+        if not config["MEDIAFLOW_DEMO"]:
+            _check_is_https_outside_loopback(name, config[name], "Mediaflow's endpoints need https://")
     if config.get("MEDIAFLOW_REDIRECT_URI"):
         _check_url("MEDIAFLOW_REDIRECT_URI", config["MEDIAFLOW_REDIRECT_URI"])
+        _check_redirect_uri_is_exact(config["MEDIAFLOW_REDIRECT_URI"])
         if not config["MEDIAFLOW_DEMO"]:
-            _check_redirect_uri_is_https(config["MEDIAFLOW_REDIRECT_URI"])
+            _check_is_https_outside_loopback("MEDIAFLOW_REDIRECT_URI", config["MEDIAFLOW_REDIRECT_URI"],
+                                             "register an https:// callback with Mediaflow")
+    config["TRUSTED_HOSTS"] = trusted_hosts(config)
     backend = config["SESSION_BACKEND"]
     if backend not in ("filesystem", "redis"):
         raise ConfigError(f"SESSION_BACKEND={backend!r} is not supported: use 'filesystem' or 'redis'")
@@ -103,6 +127,24 @@ def configure(config: dict[str, Any], instance_path: str) -> None:
     for name in ("SESSION_IDLE_TIMEOUT", "SESSION_MAX_LIFETIME"):
         if config[name] <= 0:
             raise ConfigError(f"{name} must be a positive number of seconds")
+
+
+def trusted_hosts(config: Mapping[str, Any]) -> list[str]:
+    """The Host names requests may carry: loopback, the redirect URI's host, and TRUSTED_HOSTS.
+
+    Without MEDIAFLOW_REDIRECT_URI the callback URL is built from the Host header, so a name
+    outside this list could send Mediaflow's code to another site; Flask answers it with a 400.
+    """
+    extra = config.get("TRUSTED_HOSTS") or []
+    names = [extra] if isinstance(extra, str) else list(extra)
+    for name in names:
+        if not re.fullmatch(r"\.?[A-Za-z0-9.-]+", name):
+            raise ConfigError(f"TRUSTED_HOSTS={name!r} is not a host name: list names like portal.example.com, "
+                              "separated by commas")
+    redirect_host = urlsplit(config.get("MEDIAFLOW_REDIRECT_URI") or "").hostname
+    if redirect_host:
+        names.insert(0, redirect_host)
+    return list(dict.fromkeys([*LOOPBACK_HOSTS, *(name.lower() for name in names)]))
 
 
 def _enter_demo_mode(config: dict[str, Any], instance_path: str) -> None:
@@ -142,6 +184,29 @@ def _demo_secret_key(instance_path: str) -> str:
     return path.read_text().strip()
 
 
+def check_bind(addresses: list[str], environ: dict[str, str] | None = None) -> None:
+    """Refuse demo mode on a non-loopback address unless MEDIAFLOW_DEMO=true asks for it."""
+    settings = DEFAULTS | settings_from_env(environ)
+    if settings.get("MEDIAFLOW_CLIENT_ID") or settings["MEDIAFLOW_DEMO"]:
+        return
+    public = [address for address in addresses if not _is_local_bind(address)]
+    if public:
+        raise ConfigError(
+            f"MEDIAFLOW_CLIENT_ID is not set and the server binds {public[0]}, not loopback: set MEDIAFLOW_CLIENT_ID, "
+            "or MEDIAFLOW_DEMO=true to serve the demo (public client secret, plain http) there"
+        )
+
+
+def _is_local_bind(address: str) -> bool:
+    """A gunicorn bind address ("host:port", "[::1]:port", "unix:path") that only this machine reaches."""
+    if address.startswith("unix:"):
+        return True
+    if address.startswith("fd://"):
+        return False  # an inherited socket: its address is unknown here
+    host = address[1:].partition("]")[0] if address.startswith("[") else address.rpartition(":")[0] or address
+    return _is_loopback(host)
+
+
 def check_workers(workers: int, environ: dict[str, str] | None = None) -> None:
     """Refuse the filesystem backend under several workers unless the operator says it is shared."""
     settings = DEFAULTS | settings_from_env(environ)
@@ -158,8 +223,19 @@ def _check_secret_key(config: dict[str, Any]) -> None:
         raise ConfigError(
             "SECRET_KEY is not set: generate one with  python -c 'import secrets; print(secrets.token_urlsafe(48))'"
         )
-    if str(key).strip().lower() in PLACEHOLDER_KEYS or len(str(key).encode()) < 32:
+    text = str(key).strip()
+    if text.lower() in PLACEHOLDER_KEYS or len(text.encode()) < 32:
         raise ConfigError("SECRET_KEY is too short or a placeholder: use at least 32 random bytes")
+    if _looks_typed(text):
+        raise ConfigError("SECRET_KEY is too regular to be random (fewer than 8 distinct characters, or mostly a run "
+                          "like aaaa, abcd or 0123): use at least 32 random bytes")
+
+
+def _looks_typed(key: str) -> bool:
+    """A key a person typed: few distinct characters, or three steps in four repeat or count by one."""
+    steps = [ord(b) - ord(a) for a, b in itertools.pairwise(key)]
+    # 32 random hex digits show fewer than 8 distinct ones about once in 10^7 keys.
+    return len(set(key)) < 8 or sum(step in (-1, 0, 1) for step in steps) * 4 >= len(steps) * 3
 
 
 def _check_url(name: str, value: str, schemes: tuple[str, ...] = ("http", "https")) -> None:
@@ -168,13 +244,20 @@ def _check_url(name: str, value: str, schemes: tuple[str, ...] = ("http", "https
         raise ConfigError(f"{name}={_shown(value)!r} is not a valid URL: expected {' or '.join(schemes)}://host/…")
 
 
-def _check_redirect_uri_is_https(value: str) -> None:
+def _check_is_https_outside_loopback(name: str, value: str, advice: str) -> None:
     parts = urlsplit(value)
     if parts.scheme == "https" or _is_loopback(parts.hostname or ""):
         return
-    raise ConfigError(
-        f"MEDIAFLOW_REDIRECT_URI={_shown(value)!r} uses plain http: register an https:// callback with Mediaflow"
-    )
+    raise ConfigError(f"{name}={_shown(value)!r} uses plain http outside loopback: {advice}")
+
+
+def _check_redirect_uri_is_exact(value: str) -> None:
+    # RFC 6749 3.1.2: no fragment; a user:password@ would be sent to Mediaflow and to the browser.
+    parts = urlsplit(value)
+    if "@" in parts.netloc:
+        raise ConfigError(f"MEDIAFLOW_REDIRECT_URI={_shown(value)!r} holds a user:password@: remove it")
+    if "#" in value:
+        raise ConfigError(f"MEDIAFLOW_REDIRECT_URI={_shown(value)!r} has a #fragment, which OAuth forbids: remove it")
 
 
 def _shown(url: str) -> str:

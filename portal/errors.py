@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, render_template, request
+from flask import Flask, current_app, render_template, request
+from flask.globals import request_ctx
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, SecurityError
 
 from .mediaflow import MediaflowUnavailable
 from .tokens import LockTimeout, RefreshFailed, StoreUnavailable
@@ -29,6 +30,7 @@ PAGES: dict[type[Exception], tuple[int | None, str, int, str]] = {
 def init_app(app: Flask) -> None:
     for exception in PAGES:
         app.register_error_handler(exception, expected_failure)
+    app.register_error_handler(SecurityError, untrusted_host)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(InternalServerError, internal_error)
 
@@ -38,6 +40,14 @@ def expected_failure(error: Exception) -> Any:
     status = status or getattr(error, "status", 503)
     log.log(level, "%s on %s: %s", label, request.path, error)
     return render_template(page, status=status), status
+
+
+def untrusted_host(error: SecurityError) -> Any:
+    # Flask builds no URLs for a Host outside TRUSTED_HOSTS: the page's links are paths, so bind to loopback.
+    request_ctx.url_adapter = current_app.url_map.bind("localhost", script_name=request.script_root or None)
+    log.warning("Untrusted Host header on %s", request.path)
+    page = BadRequest("The portal does not answer to this host name.")
+    return render_template("errors/http.html", status=400, error=page), 400
 
 
 def http_error(error: HTTPException) -> Any:

@@ -35,8 +35,8 @@ def test_error_pages_have_a_title_a_way_on_and_no_serious_accessibility_issue(pa
 
 
 def test_the_500_page_as_rendered_by_the_portal(page: Page, portal: Portal, tmp_path: Path) -> None:
-    app = create_app({"TESTING": False, "SECRET_KEY": "x" * 40, "MEDIAFLOW_CLIENT_ID": "c",
-                      "MEDIAFLOW_CLIENT_SECRET": "s", "SESSION_FILE_DIR": str(tmp_path)})
+    app = create_app({"TESTING": False, "SECRET_KEY": "browser-test-secret-key-0123456789-xyz",
+                      "MEDIAFLOW_CLIENT_ID": "c", "MEDIAFLOW_CLIENT_SECRET": "s", "SESSION_FILE_DIR": str(tmp_path)})
     app.add_url_rule("/broken", view_func=lambda: 1 // 0)
     html = app.test_client().get("/broken").text
 

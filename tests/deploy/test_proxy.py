@@ -20,7 +20,7 @@ FORWARDED = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "portal.example",
 )
 def test_callback_url_follows_forwarded_headers_only_from_trusted_proxies(make_app: Callable[..., Flask],
                                                                          trusted: int, redirect_uri: str) -> None:
-    client = make_app(TRUSTED_PROXY_COUNT=trusted).test_client()
+    client = make_app(TRUSTED_PROXY_COUNT=trusted, TRUSTED_HOSTS=["portal.example"]).test_client()
     login = client.get("/login", headers=FORWARDED)
     assert query_of(login.headers["Location"])["redirect_uri"] == redirect_uri
 
@@ -46,6 +46,13 @@ def test_request_id_is_taken_only_from_a_trusted_proxy_else_made(make_app: Calla
         assert answered == sent
     else:
         assert answered != sent and len(answered) == 16 and answered.isalnum()
+
+
+def test_a_trusted_proxy_forwarding_an_untrusted_host_gets_a_400(make_app: Callable[..., Flask]) -> None:
+    # ProxyFix puts X-Forwarded-Host in place of Host, so TRUSTED_HOSTS checks the name the proxy passed on.
+    client = make_app(TRUSTED_PROXY_COUNT=1).test_client()
+    login = client.get("/login", headers=FORWARDED)
+    assert login.status_code == 400 and "Location" not in login.headers
 
 
 def test_json_logs_are_one_object_per_line(make_app: Callable[..., Flask], capsys: pytest.CaptureFixture[str]) -> None:

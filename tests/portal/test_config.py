@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import os
+import re
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +14,21 @@ from typing import Any
 import pytest
 
 from app import create_app
-from portal.config import DEFAULTS, ConfigError, settings_from_env
+from emulator.config import default_config
+from portal.config import (
+    DEFAULTS,
+    DEMO_CLIENT_ID,
+    DEMO_CLIENT_SECRET,
+    ConfigError,
+    check_bind,
+    settings_from_env,
+    trusted_hosts,
+)
+from tests.conftest import SECRET_KEY
 from tests.support import ROOT
 
 GOOD = {"MEDIAFLOW_CLIENT_ID": "id", "MEDIAFLOW_CLIENT_SECRET": "client-s3cr3t-value",
-        "SECRET_KEY": "k" * 8 + "-0123456789abcdefghijklmnopqrstuv"}
+        "SECRET_KEY": "config-test-secret-key-0123456789-qwertz"}
 
 
 def test_defaults_point_at_the_real_mediaflow() -> None:
@@ -61,6 +74,27 @@ BAD = [
     ({"LOG_FORMAT": "xml"}, "LOG_FORMAT='xml' is not supported"),
     ({"SESSION_BACKEND": "redis", "REDIS_URL": "redis//:hunter2-pw@cache:6379"}, "REDIS_URL='redis//***@cache:6379'"),
     ({"MEDIAFLOW_REFRESH_LEEWAY": -1}, "MEDIAFLOW_REFRESH_LEEWAY must be zero or more"),
+    # Demo mode only when no client is configured at all: a lone secret was meant for Mediaflow.
+    ({"MEDIAFLOW_CLIENT_ID": None}, "MEDIAFLOW_CLIENT_SECRET is set without MEDIAFLOW_CLIENT_ID"),
+    ({"MEDIAFLOW_DEMO": True}, "MEDIAFLOW_DEMO=true with MEDIAFLOW_CLIENT_ID set"),
+    # Plain http to Mediaflow outside loopback: codes, tokens and the client secret in the clear.
+    ({"MEDIAFLOW_AUTHORIZE_URL": "http://login.example/authorize"},
+     "MEDIAFLOW_AUTHORIZE_URL='http://login.example/authorize' uses plain http outside loopback"),
+    ({"MEDIAFLOW_TOKEN_URL": "http://accounts.example/token"},
+     "MEDIAFLOW_TOKEN_URL='http://accounts.example/token' uses plain http outside loopback"),
+    ({"MEDIAFLOW_API_BASE": "http://10.0.0.8/1"}, "MEDIAFLOW_API_BASE='http://10.0.0.8/1' uses plain http outside"),
+    ({"MEDIAFLOW_REDIRECT_URI": "https://portal.example/callback#top"}, "MEDIAFLOW_REDIRECT_URI='https://portal.exa"),
+    ({"MEDIAFLOW_REDIRECT_URI": "https://admin:hunter2-pw@portal.example/callback"},
+     "MEDIAFLOW_REDIRECT_URI='https://***@portal.example/callback' holds a user:password@"),
+    ({"MEDIAFLOW_REDIRECT_URI": "http://u:hunter2-pw@127.0.0.1:5000/callback"}, "holds a user:password@"),
+    # Keys a person typed: whitespace, one character, a short cycle, a run of the alphabet or the digits.
+    ({"SECRET_KEY": " " * 40}, "SECRET_KEY is too short or a placeholder"),
+    ({"SECRET_KEY": "a" * 40}, "SECRET_KEY is too regular to be random"),
+    ({"SECRET_KEY": "abcdef" * 6}, "SECRET_KEY is too regular to be random"),
+    ({"SECRET_KEY": "0123456789" * 4}, "SECRET_KEY is too regular to be random"),
+    ({"SECRET_KEY": "abcdefghijklmnopqrstuvwxyz0123456789"}, "SECRET_KEY is too regular to be random"),
+    ({"SECRET_KEY": "kkkkkkkk-0123456789abcdefghijklmnopqrstuv"}, "SECRET_KEY is too regular to be random"),
+    ({"TRUSTED_HOSTS": ["portal.example", "evil.example/x"]}, "TRUSTED_HOSTS='evil.example/x' is not a host name"),
 ]
 
 
@@ -94,9 +128,85 @@ def test_unparseable_environment_values_name_the_variable(env: dict[str, str], m
 
 
 def test_https_redirect_uri_and_loopback_http_are_accepted(tmp_path: Path) -> None:
-    for uri in ("https://portal.example/callback", "http://127.0.0.1:5000/callback", "http://localhost/callback"):
+    for uri in ("https://portal.example/callback", "http://127.0.0.1:5000/callback", "http://localhost/callback",
+                "http://[::1]:5000/callback", "https://portal.example/callback?tenant=a"):
         app = create_app({**GOOD, "SESSION_FILE_DIR": str(tmp_path), "MEDIAFLOW_REDIRECT_URI": uri})
         assert app.config["MEDIAFLOW_REDIRECT_URI"] == uri
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:5001/1", "http://localhost:5001/1", "http://127.8.0.1/1",
+                                 "http://[::1]:5001/1", "https://api.example/1"])
+def test_loopback_http_and_any_https_endpoint_are_accepted(url: str, tmp_path: Path) -> None:
+    app = create_app({**GOOD, "SESSION_FILE_DIR": str(tmp_path), "MEDIAFLOW_API_BASE": url,
+                      "MEDIAFLOW_TOKEN_URL": url + "/token", "MEDIAFLOW_AUTHORIZE_URL": url + "/authorize"})
+    assert app.config["MEDIAFLOW_API_BASE"] == url
+
+
+@pytest.mark.parametrize("key", [SECRET_KEY, "gunicorn-test-secret-key-0123456789abcdef", secrets.token_urlsafe(32),
+                                 secrets.token_urlsafe(48), secrets.token_hex(16), secrets.token_hex(32)])
+def test_random_and_test_secret_keys_are_accepted(key: str, tmp_path: Path) -> None:
+    assert create_app({**GOOD, "SESSION_FILE_DIR": str(tmp_path), "SECRET_KEY": key}).config["SECRET_KEY"] == key
+
+
+@pytest.mark.parametrize(
+    ("config", "hosts"),
+    [({}, ["localhost", "127.0.0.1"]),
+     ({"MEDIAFLOW_REDIRECT_URI": "https://Portal.Example:8443/callback"}, ["localhost", "127.0.0.1", "portal.example"]),
+     ({"TRUSTED_HOSTS": "intranet.example"}, ["localhost", "127.0.0.1", "intranet.example"]),
+     ({"MEDIAFLOW_REDIRECT_URI": "https://portal.example/callback", "TRUSTED_HOSTS": ["portal.example", ".corp"]},
+      ["localhost", "127.0.0.1", "portal.example", ".corp"])],
+)
+def test_trusted_hosts_are_loopback_the_redirect_uri_host_and_the_listed_ones(config: dict[str, Any],
+                                                                              hosts: list[str]) -> None:
+    assert trusted_hosts(config) == hosts
+
+
+def test_trusted_hosts_are_read_as_a_comma_separated_list() -> None:
+    assert settings_from_env({"TRUSTED_HOSTS": "a.example, b.example,"})["TRUSTED_HOSTS"] == ["a.example", "b.example"]
+
+
+@pytest.mark.parametrize(
+    ("binds", "env", "refused"),
+    [(["0.0.0.0:8000"], {}, True),
+     (["[::]:8000"], {}, True),
+     (["192.0.2.7:8000"], {}, True),
+     (["127.0.0.1:8000", "0.0.0.0:8001"], {}, True),
+     (["fd://3"], {}, True),
+     (["127.0.0.1:8000"], {}, False),
+     (["127.0.0.2:8000", "localhost:8001"], {}, False),
+     (["[::1]:8000"], {}, False),
+     (["unix:/run/portal.sock"], {}, False),
+     (["0.0.0.0:8000"], {"MEDIAFLOW_DEMO": "true"}, False),
+     (["0.0.0.0:8000"], {"MEDIAFLOW_CLIENT_ID": "id"}, False)],
+)
+def test_demo_mode_binds_only_loopback_unless_asked_for(binds: list[str], env: dict[str, str], refused: bool) -> None:
+    if refused:
+        message = "^MEDIAFLOW_CLIENT_ID is not set and the server binds " + re.escape(binds[-1])
+        with pytest.raises(ConfigError, match=message):
+            check_bind(binds, env)
+    else:
+        check_bind(binds, env)
+
+
+def test_demo_mode_logs_one_warning_at_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    create_app({"SESSION_FILE_DIR": str(tmp_path)})
+    assert capsys.readouterr().out.count("Demo mode: signing in against the emulator") == 1
+    create_app({**GOOD, "SESSION_FILE_DIR": str(tmp_path)})
+    assert "Demo mode" not in capsys.readouterr().out
+
+
+def test_portal_demo_client_is_the_emulators_built_in_one() -> None:
+    client = default_config().client(DEMO_CLIENT_ID)
+    assert client is not None and client.secret == DEMO_CLIENT_SECRET
+    assert "http://127.0.0.1:5000/callback" in client.redirect_uris
+
+
+def test_the_portal_imports_nothing_from_its_test_double() -> None:
+    for path in [ROOT / "app.py", ROOT / "gunicorn.conf.py", *(ROOT / "portal").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
+                [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+            assert not any(name.split(".")[0] == "emulator" for name in names), path
 
 
 def test_demo_mode_points_at_the_emulator_without_any_setting(tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import pickle
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +21,18 @@ from flask import Flask
 
 from portal.auth import PENDING_LOGINS
 from portal.sessions import LOGIN_LIFETIME
-from tests.support import csrf_token, portal_login, query_of, sign_in
+from tests.support import (
+    csrf_token,
+    dockerfile_cmd,
+    env_with,
+    free_port,
+    portal_login,
+    query_of,
+    sign_in,
+    stage_image,
+    stop,
+    wait_for_http,
+)
 
 COOKIE = "mediaflow_portal"
 
@@ -203,6 +216,14 @@ def _logout_with_another_sessions_csrf(client: Any, app: Flask) -> Any:
     return client.post("/logout", data={"csrf_token": csrf_token(other.get("/").text)})
 
 
+def _login_with_host(headers: dict[str, str]) -> Callable[[Any, Flask], Any]:
+    def run(client: Any, app: Flask) -> Any:
+        response = client.get("/login", headers=headers)
+        assert "evil" not in response.headers.get("Location", ""), "the callback URL names the attacker's host"
+        return response
+    return run
+
+
 SCRIPT = "<script>alert(1)</script>"
 ATTACKS = [
     Attack("state-mismatch", _with_real_code(lambda c, s: f"code={c}&state=attacker-state"), 400),
@@ -237,6 +258,12 @@ ATTACKS = [
     Attack("callback-by-post", lambda client, app: client.post("/callback?code=a&state=b"), 405),
     Attack("logout-by-delete", lambda client, app: client.delete("/logout"), 405, logged_in=True),
     Attack("post-to-no-page", lambda client, app: client.post("/no-such-page", data={"x": "1"}), 404, logged_in=True),
+    # Without MEDIAFLOW_REDIRECT_URI the callback URL is built from the Host: only trusted hosts may name it.
+    Attack("host-header", _login_with_host({"Host": "evil.example"}), 400, payloads=["evil.example"]),
+    Attack("host-header-with-port", _login_with_host({"Host": "evil.example:443"}), 400, payloads=["evil.example"]),
+    Attack("host-header-on-a-logged-in-page", lambda c, a: c.get("/", headers={"Host": "evil.example"}), 400,
+           logged_in=True, payloads=["evil.example"]),
+    Attack("forwarded-host-without-trusted-proxy", _login_with_host({"X-Forwarded-Host": "evil.example"}), 302),
 ]
 
 
@@ -258,6 +285,59 @@ def test_attack_is_refused_without_reflection_and_without_making_or_losing_a_ses
     else:
         assert client.get("/session").status_code == 302
         assert token_sets(app) == before, "the attack created a logged-in session"
+
+
+@pytest.mark.parametrize(
+    ("config", "host", "status"),
+    [({}, "localhost:5000", 302), ({}, "127.0.0.1:8000", 302), ({}, "portal.example", 400),
+     ({"MEDIAFLOW_REDIRECT_URI": "https://portal.example/callback"}, "portal.example", 302),
+     ({"MEDIAFLOW_REDIRECT_URI": "https://portal.example/callback"}, "127.0.0.1:8000", 302),
+     ({"MEDIAFLOW_REDIRECT_URI": "https://portal.example/callback"}, "evil.example", 400),
+     ({"TRUSTED_HOSTS": ["intranet.example"]}, "intranet.example", 302)],
+)
+def test_only_trusted_hosts_are_answered(make_app: Callable[..., Flask], config: dict[str, Any], host: str,
+                                         status: int) -> None:
+    client = make_app(**config).test_client()
+    assert client.get("/healthz", headers={"Host": host}).status_code == (200 if status == 302 else 400)
+    login = client.get("/login", headers={"Host": host})
+    assert login.status_code == status
+    if status == 302 and "MEDIAFLOW_REDIRECT_URI" not in config:
+        assert query_of(login.headers["Location"])["redirect_uri"] == f"http://{host}/callback"
+    if status == 400:
+        assert "Traceback" not in login.text and "Go to the portal" in login.text
+
+
+def _gunicorn(tmp_path: Path, bind: str, **settings: str) -> subprocess.Popen[str]:
+    """The Dockerfile's CMD from a staged image folder, in demo mode (no client id)."""
+    app_dir = stage_image(tmp_path / "image")
+    env = env_with(GUNICORN_BIND=bind, GUNICORN_WORKERS="1", SESSION_FILE_DIR=str(tmp_path / "sessions"), **settings)
+    return subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), *dockerfile_cmd()[1:]], cwd=app_dir,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_silent_demo_mode_on_a_public_address_is_refused(tmp_path: Path) -> None:
+    # on_starting refuses before gunicorn binds: nothing ever listens on 0.0.0.0 here.
+    process = _gunicorn(tmp_path, f"0.0.0.0:{free_port()}")
+    try:
+        out, err = process.communicate(timeout=60)
+    finally:
+        stop(process)  # type: ignore[arg-type]
+    assert process.returncode != 0
+    refusals = [line for line in err.splitlines() if "cannot start" in line]
+    assert refusals == [refusals[0]] and "MEDIAFLOW_CLIENT_ID is not set" in refusals[0]
+    assert "Traceback" not in err and "Booting worker" not in out + err
+
+
+def test_demo_mode_on_a_public_address_starts_when_asked_for(tmp_path: Path) -> None:
+    port = free_port()
+    process = _gunicorn(tmp_path, f"0.0.0.0:{port}", MEDIAFLOW_DEMO="true")
+    try:
+        # Listening on every interface: answer one loopback request, then stop at once.
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", process)  # type: ignore[arg-type]
+    finally:
+        stop(process)  # type: ignore[arg-type]
+        out, _ = process.communicate(timeout=30)
+    assert out.count("Demo mode: signing in against the emulator") == 1
 
 
 BAD_NEXT = ["//evil.example", "/\\evil.example", "https://evil.example", "javascript:alert(1)",
