@@ -315,6 +315,7 @@ def _gunicorn(tmp_path: Path, bind: str, **settings: str) -> subprocess.Popen[st
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.gunicorn
 def test_silent_demo_mode_on_a_public_address_is_refused(tmp_path: Path) -> None:
     # on_starting refuses before gunicorn binds: nothing ever listens on 0.0.0.0 here.
     process = _gunicorn(tmp_path, f"0.0.0.0:{free_port()}")
@@ -328,6 +329,7 @@ def test_silent_demo_mode_on_a_public_address_is_refused(tmp_path: Path) -> None
     assert "Traceback" not in err and "Booting worker" not in out + err
 
 
+@pytest.mark.gunicorn
 def test_demo_mode_on_a_public_address_starts_when_asked_for(tmp_path: Path) -> None:
     port = free_port()
     process = _gunicorn(tmp_path, f"0.0.0.0:{port}", MEDIAFLOW_DEMO="true")
