@@ -59,23 +59,24 @@ def _clean_emulator(request: pytest.FixtureRequest) -> None:
 
 
 class RedisServer:
-    def __init__(self, port: int, process: subprocess.Popen[bytes]) -> None:
+    def __init__(self, port: int, process: subprocess.Popen[bytes], password: str | None = None) -> None:
         self.port = port
         self.process = process
-        self.url = f"redis://127.0.0.1:{port}/0"
+        self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{port}/0"
         self.client = redis_lib.Redis.from_url(self.url)
 
 
-def start_redis(directory: Path, port: int | None = None, extra: list[str] | None = None) -> RedisServer:
+def start_redis(directory: Path, port: int | None = None, extra: list[str] | None = None,
+                password: str | None = None) -> RedisServer:
     binary = require_binary("redis-server", "redis-server")
     port = port or free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(directory), *(extra or [])],
+         "--dir", str(directory), *(["--requirepass", password] if password else []), *(extra or [])],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     wait_for_port(port, process)
-    return RedisServer(port, process)
+    return RedisServer(port, process, password)
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,16 @@ from tests.support import (
     stop,
 )
 
+REDIS_PASSWORD = "compose-redis-password-0123456789"
+
+
+def test_compose_gives_redis_a_password_and_the_portal_a_url_that_carries_it() -> None:
+    # A Redis that anyone on the network can write to holds everyone's sessions: compose never runs one.
+    compose = (ROOT / "compose.yaml").read_text()
+    assert '"--requirepass", "${REDIS_PASSWORD:?' in compose
+    assert "REDIS_URL: redis://:${REDIS_PASSWORD}@redis:6379/0" in compose
+    assert "REDISCLI_AUTH: ${REDIS_PASSWORD}" in compose  # the healthcheck's redis-cli authenticates too
+
 
 def compose_environment(emulator: Emulator, port: int, redis_url: str) -> dict[str, str]:
     """What compose.yaml's portal service sets, with the emulator standing in for Mediaflow."""
@@ -33,7 +43,7 @@ def compose_environment(emulator: Emulator, port: int, redis_url: str) -> dict[s
 
 @pytest.mark.gunicorn
 def test_dockerfile_cmd_serves_health_readiness_and_a_login(emulator: Emulator, tmp_path: Path) -> None:
-    redis = start_redis(tmp_path)
+    redis = start_redis(tmp_path, password=REDIS_PASSWORD)  # as compose runs it: REDIS_URL carries the password
     port = PORTAL_PORTS[2]
     portal = start_portal(tmp_path, port, compose_environment(emulator, port, redis.url))
     try:
@@ -59,6 +69,7 @@ def test_dockerfile_cmd_serves_health_readiness_and_a_login(emulator: Emulator, 
         redis.client.close()
         stop(redis.process)
 
+    assert REDIS_PASSWORD not in portal.logs()
     app_lines = [json.loads(line) for line in portal.logs().splitlines() if line.startswith("{")]
     logins = [line for line in app_lines if line["message"].startswith("Login succeeded")]
     assert logins and logins[0]["level"] == "info" and logins[0]["request_id"] != "-"
