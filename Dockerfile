@@ -1,5 +1,6 @@
-# Mediaflow Portal, served by gunicorn as a non-root user.
-FROM python:3.11.7-slim-bookworm
+# Mediaflow Portal, served by gunicorn as a non-root user. A plain build makes the product (the last
+# stage); `--target demo` adds the local Mediaflow emulator for compose's demo profile.
+FROM python:3.11.7-slim-bookworm AS portal
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -19,7 +20,6 @@ RUN groupadd --gid 10001 portal \
 
 COPY app.py gunicorn.conf.py ./
 COPY portal/ portal/
-COPY emulator/ emulator/
 COPY templates/ templates/
 COPY static/ static/
 
@@ -30,3 +30,14 @@ HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
 
 CMD ["gunicorn", "--config", "gunicorn.conf.py", "app:create_app()"]
+
+# The local Mediaflow emulator, for compose's demo profile only (`docker build --target demo`).
+FROM portal AS demo
+COPY --chown=10001:10001 emulator/ emulator/
+EXPOSE 5001
+HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5001/_emulator/stats', timeout=2)"]
+CMD ["python", "-m", "emulator", "--host", "0.0.0.0", "--port", "5001"]
+
+# The last stage is what a plain `docker build .` makes: the product, without its test double.
+FROM portal AS production

@@ -133,18 +133,26 @@ def env_with(**values: str) -> dict[str, str]:
     return env
 
 
+def product_stage() -> list[str]:
+    """The Dockerfile lines that make the product: its "portal" stage, which the last stage builds on."""
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("FROM ") and line.endswith(" AS portal"))
+    end = next((i for i, line in enumerate(lines[start + 1:], start + 1) if line.startswith("FROM ")), len(lines))
+    return lines[start:end]
+
+
 def dockerfile_cmd() -> list[str]:
-    """The CMD of the Dockerfile, parsed from it (exec form)."""
-    for line in (ROOT / "Dockerfile").read_text().splitlines():
+    """The CMD of the product's stage, parsed from the Dockerfile (exec form)."""
+    for line in product_stage():
         if line.startswith("CMD "):
             return list(json.loads(line[4:]))
-    raise AssertionError("the Dockerfile has no CMD")
+    raise AssertionError("the Dockerfile's portal stage has no CMD")
 
 
 def stage_image(target: Path) -> Path:
-    """Copy what the Dockerfile's COPY lines put in the image, so tests run exactly that."""
+    """Copy what the product stage's COPY lines put in the image, so tests run exactly that."""
     target.mkdir(parents=True, exist_ok=True)
-    for line in (ROOT / "Dockerfile").read_text().splitlines():
+    for line in product_stage():
         if not line.startswith("COPY "):
             continue
         *sources, _destination = [part for part in line.split()[1:] if not part.startswith("--")]

@@ -88,6 +88,18 @@ def test_filesystem_backend_with_several_workers_is_refused_at_start(tmp_path: P
     assert "Traceback" not in result.stderr
 
 
+def test_the_product_image_ships_no_emulator_and_a_plain_build_makes_it(tmp_path: Path) -> None:
+    image = stage_image(tmp_path / "image")
+    assert not (image / "emulator").exists() and (image / "portal").is_dir()
+    imported = subprocess.run([sys.executable, "-c", "import app, portal.auth, portal.config; import emulator"],
+                              cwd=image, env=env_with(PYTHONPATH=str(image)), capture_output=True, text=True,
+                              timeout=60)
+    assert "No module named 'emulator'" in imported.stderr  # the product imports, and the emulator is not there
+    stages = [line.split() for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("FROM ")]
+    assert stages[-1] == ["FROM", "portal", "AS", "production"]  # `docker build .` builds the last stage
+    assert ["FROM", "portal", "AS", "demo"] in stages
+
+
 def test_dockerignore_keeps_secrets_venvs_caches_and_tests_out() -> None:
     ignored = set((ROOT / ".dockerignore").read_text().split())
     for entry in (".env", ".venv", "__pycache__", ".pytest_cache", ".mypy_cache", "tests", "instance"):
