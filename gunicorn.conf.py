@@ -7,19 +7,25 @@ import sys
 # gunicorn reads this file before it changes directory: make the portal importable from anywhere.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from portal.config import ConfigError, check_bind, check_workers
+from portal.config import DEFAULTS, ConfigError, check_bind, check_workers, settings_from_env
 from portal.logs import redact_logger
 
-bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
-workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+try:
+    settings = DEFAULTS | settings_from_env()
+except ConfigError as error:
+    print(f"Mediaflow Portal cannot start: {error}", file=sys.stderr)
+    sys.exit(2)
+
+bind = settings["GUNICORN_BIND"]
+workers = settings["GUNICORN_WORKERS"]
+threads = settings["GUNICORN_THREADS"]
+timeout = settings["GUNICORN_TIMEOUT"]
+graceful_timeout = settings["GUNICORN_GRACEFUL_TIMEOUT"]
 keepalive = 5
 
 # TLS at gunicorn, for a deployment without a TLS-terminating proxy in front; both files or neither.
-certfile = os.environ.get("GUNICORN_CERTFILE") or None
-keyfile = os.environ.get("GUNICORN_KEYFILE") or None
+certfile = settings["GUNICORN_CERTFILE"]
+keyfile = settings["GUNICORN_KEYFILE"]
 
 # Logs go to stdout. The access log shows the path without its query string: a callback's
 # query holds the authorization code and state.

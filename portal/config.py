@@ -7,7 +7,8 @@ import itertools
 import os
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,41 +19,99 @@ from dotenv import load_dotenv
 DEMO_CLIENT_ID = "mediaflow-portal-demo"
 DEMO_CLIENT_SECRET = "demo-client-secret-not-for-production"  # noqa: S105 - public by design: demo only
 
-DEFAULTS: dict[str, Any] = {
-    "MEDIAFLOW_AUTHORIZE_URL": "https://login.mediaflowpro.com/authorize",
-    "MEDIAFLOW_TOKEN_URL": "https://accounts.mediaflow.com/1/oauth2/token",
-    "MEDIAFLOW_API_BASE": "https://api.mediaflow.com/1",
-    "MEDIAFLOW_REDIRECT_URI": None,
-    "MEDIAFLOW_SCOPE": None,
-    "MEDIAFLOW_REFRESH_LEEWAY": 60,
-    "MEDIAFLOW_PKCE": True,
-    "MEDIAFLOW_CONNECT_TIMEOUT": 3.0,
-    "MEDIAFLOW_READ_TIMEOUT": 5.0,
-    "MEDIAFLOW_EMULATOR_URL": "http://127.0.0.1:5001",
-    "MEDIAFLOW_EMULATOR_BROWSER_URL": None,
-    "MEDIAFLOW_DEMO": False,
-    "SESSION_BACKEND": "filesystem",
-    "REDIS_URL": None,
-    "SESSION_REDIS_CACHE": True,
-    "SESSION_FILE_DIR": None,
-    "SESSION_FILESYSTEM_ALLOW_WORKERS": False,
+
+class ConfigError(Exception):
+    """One unusable setting; the message is one line that names the variable."""
+
+
+def _integer(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+
+
+def _seconds(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+    if not 0 < value <= 120:
+        raise ConfigError(f"{name}={raw!r} must be more than 0 and at most 120 seconds")
+    return value
+
+
+def _boolean(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not true or false")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of the configuration contract: README's table and .env.example list exactly these."""
+
+    name: str
+    parse: Callable[[str, str], Any]
+    default: Any
+    meaning: str
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _hosts(name: str, raw: str) -> list[str]:
+    return [host.strip() for host in raw.split(",") if host.strip()]
+
+
+SETTINGS = [
+    Setting("MEDIAFLOW_CLIENT_ID", _text, None, "client id from Mediaflow; without it, demo mode"),
+    Setting("MEDIAFLOW_CLIENT_SECRET", _text, None, "client secret; required with a client id, refused without one"),
+    Setting("MEDIAFLOW_DEMO", _boolean, False, "allow demo mode on an address other than loopback"),
+    Setting("MEDIAFLOW_REDIRECT_URI", _text, None, "the callback registered with Mediaflow"),
+    Setting("MEDIAFLOW_AUTHORIZE_URL", _text, "https://login.mediaflowpro.com/authorize", "where the browser signs in"),
+    Setting("MEDIAFLOW_TOKEN_URL", _text, "https://accounts.mediaflow.com/1/oauth2/token", "token endpoint"),
+    Setting("MEDIAFLOW_API_BASE", _text, "https://api.mediaflow.com/1", "REST API base"),
+    Setting("MEDIAFLOW_SCOPE", _text, None, "sent only when set"),
+    Setting("MEDIAFLOW_REFRESH_LEEWAY", _integer, 60, "refresh this many seconds before expiry"),
+    Setting("MEDIAFLOW_PKCE", _boolean, True, "PKCE with S256"),
+    Setting("MEDIAFLOW_CONNECT_TIMEOUT", _seconds, 3.0, "seconds to connect to Mediaflow"),
+    Setting("MEDIAFLOW_READ_TIMEOUT", _seconds, 5.0, "seconds to wait for Mediaflow's answer"),
+    Setting("MEDIAFLOW_EMULATOR_URL", _text, "http://127.0.0.1:5001", "the emulator, in demo mode"),
+    Setting("MEDIAFLOW_EMULATOR_BROWSER_URL", _text, None, "the emulator as the browser reaches it, when that differs"),
+    Setting("SECRET_KEY", _text, None, "signs CSRF tokens; generated in demo mode"),
+    Setting("SESSION_BACKEND", _text, "filesystem", "filesystem or redis"),
+    Setting("REDIS_URL", _text, None, "Redis for SESSION_BACKEND=redis"),
+    Setting("SESSION_REDIS_CACHE", _boolean, True, "each worker keeps the session records it read"),
+    Setting("SESSION_FILE_DIR", _text, None, "folder of the filesystem backend (default: instance/)"),
+    Setting("SESSION_FILESYSTEM_ALLOW_WORKERS", _boolean, False,
+            "allow the filesystem backend under several workers of one host"),
     # None means: Secure, except in demo mode, which serves plain http on loopback.
-    "SESSION_COOKIE_SECURE": None,
-    "SESSION_IDLE_TIMEOUT": 30 * 60,
-    "SESSION_MAX_LIFETIME": 12 * 60 * 60,
-    "TRUSTED_PROXY_COUNT": 0,
-    # Host names the portal answers to besides loopback and the redirect URI's host (Flask's setting).
-    "TRUSTED_HOSTS": None,
-    "LOG_FORMAT": "text",
-}
+    Setting("SESSION_COOKIE_SECURE", _boolean, None, "the cookie's Secure flag"),
+    Setting("SESSION_IDLE_TIMEOUT", _integer, 30 * 60, "seconds idle before a session ends"),
+    Setting("SESSION_MAX_LIFETIME", _integer, 12 * 60 * 60, "seconds before any session ends"),
+    Setting("TRUSTED_PROXY_COUNT", _integer, 0, "reverse proxies whose X-Forwarded-* are believed"),
+    Setting("TRUSTED_HOSTS", _hosts, None, "host names answered besides loopback and the redirect URI's"),
+    Setting("LOG_FORMAT", _text, "text", "text or json"),
+    # Read by gunicorn.conf.py.
+    Setting("GUNICORN_BIND", _text, "0.0.0.0:8000", "address to serve on"),
+    Setting("GUNICORN_WORKERS", _integer, 2, "worker processes"),
+    Setting("GUNICORN_THREADS", _integer, 4, "threads per worker"),
+    Setting("GUNICORN_TIMEOUT", _integer, 30, "seconds before a stuck worker is restarted"),
+    Setting("GUNICORN_GRACEFUL_TIMEOUT", _integer, 30, "seconds allowed for a graceful stop"),
+    Setting("GUNICORN_CERTFILE", _text, None, "PEM certificate: gunicorn serves https itself"),
+    Setting("GUNICORN_KEYFILE", _text, None, "PEM key of GUNICORN_CERTFILE"),
+]
+DEFAULTS: dict[str, Any] = {setting.name: setting.default for setting in SETTINGS}
+
 
 LOOPBACK_HOSTS = ["localhost", "127.0.0.1"]
 
 PLACEHOLDER_KEYS = {"change-me", "changeme", "secret", "dev", "development", "replace-me", "your-secret-key"}
-
-
-class ConfigError(Exception):
-    """One unusable setting; the message is one line that names the variable."""
 
 
 def settings_from_env(environ: dict[str, str] | None = None, dotenv_path: str | None = ".env") -> dict[str, Any]:
@@ -62,26 +121,7 @@ def settings_from_env(environ: dict[str, str] | None = None, dotenv_path: str | 
             load_dotenv(dotenv_path, override=False)
         environ = dict(os.environ)
     env = {k: v for k, v in environ.items() if v != ""}
-    settings: dict[str, Any] = {}
-    for name in ("MEDIAFLOW_CLIENT_ID", "MEDIAFLOW_CLIENT_SECRET", "SECRET_KEY", "REDIS_URL",
-                 "MEDIAFLOW_REDIRECT_URI", "MEDIAFLOW_SCOPE", "SESSION_BACKEND", "LOG_FORMAT",
-                 "MEDIAFLOW_AUTHORIZE_URL", "MEDIAFLOW_TOKEN_URL", "MEDIAFLOW_API_BASE",
-                 "MEDIAFLOW_EMULATOR_URL", "MEDIAFLOW_EMULATOR_BROWSER_URL", "SESSION_FILE_DIR"):
-        if name in env:
-            settings[name] = env[name]
-    for name in ("MEDIAFLOW_REFRESH_LEEWAY", "SESSION_IDLE_TIMEOUT", "SESSION_MAX_LIFETIME", "TRUSTED_PROXY_COUNT"):
-        if name in env:
-            settings[name] = _integer(name, env[name])
-    for name in ("MEDIAFLOW_CONNECT_TIMEOUT", "MEDIAFLOW_READ_TIMEOUT"):
-        if name in env:
-            settings[name] = _seconds(name, env[name])
-    for name in ("MEDIAFLOW_PKCE", "MEDIAFLOW_DEMO", "SESSION_COOKIE_SECURE", "SESSION_FILESYSTEM_ALLOW_WORKERS",
-                 "SESSION_REDIS_CACHE"):
-        if name in env:
-            settings[name] = _boolean(name, env[name])
-    if "TRUSTED_HOSTS" in env:
-        settings["TRUSTED_HOSTS"] = [host.strip() for host in env["TRUSTED_HOSTS"].split(",") if host.strip()]
-    return settings
+    return {setting.name: setting.parse(setting.name, env[setting.name]) for setting in SETTINGS if setting.name in env}
 
 
 def configure(config: dict[str, Any], instance_path: str) -> None:
@@ -272,29 +312,3 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _integer(name: str, raw: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
-
-
-def _seconds(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
-    if not 0 < value <= 120:
-        raise ConfigError(f"{name}={raw!r} must be more than 0 and at most 120 seconds")
-    return value
-
-
-def _boolean(name: str, raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name}={raw!r} is not true or false")

@@ -19,6 +19,7 @@ from portal.config import (
     DEFAULTS,
     DEMO_CLIENT_ID,
     DEMO_CLIENT_SECRET,
+    SETTINGS,
     ConfigError,
     check_bind,
     settings_from_env,
@@ -233,3 +234,34 @@ def test_flask_cli_refuses_to_start_with_one_line_and_no_traceback(tmp_path: Pat
     assert "SECRET_KEY is not set" in result.stderr
     assert "Traceback" not in result.stderr
     assert "s3cr3t-value" not in result.stderr + result.stdout
+
+
+# compose.yaml reads these from .env; the portal does not.
+COMPOSE_ONLY = {"REDIS_PASSWORD"}
+
+
+def documented_names() -> tuple[set[str], set[str]]:
+    """The settings README's Configuration table lists, and those .env.example sets."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Configuration"):readme.index("\n## ", readme.index("## Configuration") + 5)]
+    first_cells = [row.split("|")[1] for row in table.splitlines() if row.startswith("| `")]
+    in_readme = {name for cell in first_cells for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", cell)}
+    in_env = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.M)) - COMPOSE_ONLY
+    return in_readme, in_env
+
+
+def test_readme_and_env_example_list_exactly_the_declared_settings() -> None:
+    declared = {setting.name for setting in SETTINGS}
+    in_readme, in_env = documented_names()
+    assert in_readme == declared, (in_readme ^ declared)
+    assert in_env == declared, (in_env ^ declared)
+    assert len(SETTINGS) == len(declared)  # each declared once
+
+
+def test_every_setting_is_read_from_the_environment_by_its_schema() -> None:
+    raw = {"MEDIAFLOW_PKCE": "false", "GUNICORN_WORKERS": "3", "TRUSTED_HOSTS": "a.example, .b.example",
+           "MEDIAFLOW_READ_TIMEOUT": "2.5", "MEDIAFLOW_SCOPE": "files"}
+    assert settings_from_env(raw, dotenv_path=None) == {
+        "MEDIAFLOW_PKCE": False, "GUNICORN_WORKERS": 3, "TRUSTED_HOSTS": ["a.example", ".b.example"],
+        "MEDIAFLOW_READ_TIMEOUT": 2.5, "MEDIAFLOW_SCOPE": "files"}
+    assert set(DEFAULTS) == {setting.name for setting in SETTINGS}
