@@ -32,7 +32,6 @@ import redis
 from redis.backoff import NoBackoff
 from redis.client import PubSub
 from redis.retry import Retry
-from redis.utils import HIREDIS_AVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +40,6 @@ CHANNEL = "__redis__:invalidate"
 RETRY_AFTER = 5.0
 # Bounds how long a copy can outlive an invalidation that never arrived (a silent network split).
 MAX_AGE = 60.0
-# With hiredis (requirements.txt) redis-py's can_read only polls the socket; its pure-Python parser
-# reads into a buffer, which only the thread holding the lock may do.
-QUICK_CHECK = HIREDIS_AVAILABLE
 
 
 class SessionCache:
@@ -68,11 +64,6 @@ class SessionCache:
     def get(self, key: str, load: Callable[[str], bytes | None]) -> bytes | None:
         """The record under key: this worker's copy when Redis has not changed it, else load(key)."""
         now = time.monotonic()
-        if self._quiet():
-            entry = self._entries.get(key)
-            if isinstance(entry, tuple) and now - entry[0] < MAX_AGE:
-                copy: bytes = entry[1]
-                return copy
         with self._lock:
             tracking = self._read_invalidations(now)
             entry = self._entries.get(key)
@@ -105,25 +96,6 @@ class SessionCache:
         """Drop the copy after this worker wrote or deleted the record (before Redis's message arrives)."""
         with self._lock:
             self._entries.pop(key, None)
-
-    def _quiet(self) -> bool:
-        """True when tracking is on, nothing waits on the connection, and no thread is reading a message.
-
-        Checked without the lock: a lock held across a system call makes every thread of the worker
-        queue behind the one that waits to get the GIL back. A message that arrived before this check is
-        either still unread, or being applied by a thread that holds the lock.
-        """
-        pubsub = self._pubsub
-        if not QUICK_CHECK or pubsub is None or self._reconnected or self._pid != os.getpid() or self._lock.locked():
-            return False
-        connection = pubsub.connection
-        if connection is None or not connection.is_connected:
-            return False
-        try:
-            waiting = connection.can_read(timeout=0)
-        except (redis.RedisError, OSError):
-            return False  # the locked path reads the error and drops the copies
-        return not waiting and not self._lock.locked()
 
     def close(self) -> None:
         with self._lock:
@@ -193,9 +165,7 @@ class SessionCache:
         return answer
 
     def _on_reconnect(self, connection: Any) -> None:
-        pubsub = self._pubsub
-        if pubsub is not None and connection is pubsub.connection:
-            self._reconnected = True
+        self._reconnected = True
 
     def _invalidated(self, message: dict[str, Any]) -> None:
         if message["type"] != "message":
