@@ -1,31 +1,41 @@
 """A worker's copy of the Redis session records it has read, kept true by Redis itself.
 
 Reading the session record is the one store round trip a normal request makes. Redis's
-client-side caching removes it safely: one connection per worker asks for CLIENT TRACKING in
-broadcast mode, and from then on Redis pushes an "invalidate" message on it whenever a key under
-the session prefix changes, expires or is deleted, by any worker of any replica. Before each
-lookup the worker reads the messages that have arrived. Redis sends a message in the same turn
-of its event loop as its reply to the write, so by the time anything can follow a logout (the
+client-side caching removes it safely. Each worker opens one redis-py PubSub connection (RESP2),
+asks for its own id (CLIENT ID), turns on CLIENT TRACKING in broadcast mode with REDIRECT to that
+id, and subscribes to __redis__:invalidate. From then on Redis publishes an "invalidate" message
+there whenever a key under the session prefix changes, expires or is deleted, by any worker of any
+replica (a null key list for FLUSHDB and FLUSHALL). Before each lookup the worker reads the
+messages that have arrived, with PubSub.get_message(timeout=0). Redis sends a message in the same
+turn of its event loop as its reply to the write, so by the time anything can follow a logout (the
 browser's next request, on whatever replica), the message waits on every worker's socket.
 
-Whenever the tracking connection is lost, the copies are dropped and records are read from Redis
-until it is back.
+One connection both tracks and listens: in RESP2 a separate tracking connection that dropped would
+go unnoticed (Redis reports a broken redirect only to RESP3 connections), and its copies would
+never be dropped. Here losing the connection is an error where the messages are read: the copies
+are dropped, and records are read from Redis until tracking is back.
+
+redis-py's own client-side cache (cache_config) would do this for us, but it needs Redis 7.4 or
+later; Debian 12 ships 7.0.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import select
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.client import PubSub
+from redis.retry import Retry
 
 log = logging.getLogger(__name__)
 
+CHANNEL = "__redis__:invalidate"
 # How long to read straight from Redis after the tracking connection failed, before trying again.
 RETRY_AFTER = 5.0
 # Bounds how long a copy can outlive an invalidation that never arrived (a silent network split).
@@ -44,9 +54,9 @@ class SessionCache:
         # A key maps to (read at, record), or to a marker while a thread reads it from Redis.
         self._entries: dict[str, tuple[float, bytes] | object] = {}
         self._client: redis.Redis | None = None
-        self._connection: Any = None
-        # The tracking socket's file descriptor; -1 while there is no tracking connection.
-        self._fd = -1
+        self._pubsub: PubSub | None = None
+        # Set by redis-py when it reconnects the PubSub connection by itself: the new one does not track.
+        self._reconnected = False
         self._pid = 0
         self._retry_at = 0.0
         self._supported = True
@@ -54,11 +64,6 @@ class SessionCache:
     def get(self, key: str, load: Callable[[str], bytes | None]) -> bytes | None:
         """The record under key: this worker's copy when Redis has not changed it, else load(key)."""
         now = time.monotonic()
-        if self._quiet():
-            entry = self._entries.get(key)
-            if isinstance(entry, tuple) and now - entry[0] < MAX_AGE:
-                copy: bytes = entry[1]
-                return copy
         with self._lock:
             tracking = self._read_invalidations(now)
             entry = self._entries.get(key)
@@ -92,77 +97,80 @@ class SessionCache:
         with self._lock:
             self._entries.pop(key, None)
 
-    def _quiet(self) -> bool:
-        """True when tracking is on, no message waits on the socket, and no thread is reading one.
-
-        Checked without the lock: a lock held across a system call makes every thread of the worker
-        queue behind the one that waits to get the GIL back. A message that arrived before this poll is
-        either still on the socket, or being applied by a thread that holds the lock.
-        """
-        fd = self._fd
-        if fd < 0 or self._pid != os.getpid():
-            return False
-        # A poll object per call: one object cannot be polled by two threads at once.
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return not poller.poll(0) and not self._lock.locked()
-
     def close(self) -> None:
         with self._lock:
             self._drop(time.monotonic())
 
     def _read_invalidations(self, now: float) -> bool:
-        """Apply the messages Redis has pushed; False when records cannot be tracked just now."""
+        """Apply the messages Redis has published; False when records cannot be tracked just now."""
         if self._pid != os.getpid():
             # A forked worker never shares its parent's socket, nor trusts copies it cannot track.
-            self._client, self._connection, self._fd = None, None, -1
+            self._client, self._pubsub, self._reconnected = None, None, False
             self._entries, self._pid = {}, os.getpid()
-        if self._connection is None:
+        if self._pubsub is None:
             if not self._supported or now < self._retry_at:
                 return False
             self._connect(now)
-            if self._connection is None:
+            if self._pubsub is None:
                 return False
         try:
-            while self._connection.can_read(timeout=0):
-                self._connection.read_response(push_request=True)
+            while (message := self._pubsub.get_message(timeout=0)) is not None:
+                self._invalidated(message)
         except (redis.RedisError, OSError) as error:
-            log.warning("Session cache: lost the tracking connection to Redis (%s); reading Redis directly",
-                        error.__class__.__name__)
-            self._drop(now)
+            self._lost(now, error.__class__.__name__)
+            return False
+        if self._reconnected:
+            self._lost(now, "reconnected")
             return False
         return True
 
     def _connect(self, now: float) -> None:
-        # A connection of its own, outside any pool: it carries only Redis's pushed messages (RESP3).
-        client = redis.Redis.from_url(self._url, protocol=3, socket_connect_timeout=self._connect_timeout,
-                                      socket_timeout=self._connect_timeout)
-        connection: Any = client.connection_pool.make_connection()
+        # A client of its own, outside the session pool. RESP2, so that invalidations arrive as PubSub
+        # messages; no retry, so that a broken connection is reported instead of silently replaced.
+        client = redis.Redis.from_url(self._url, protocol=2, socket_connect_timeout=self._connect_timeout,
+                                      socket_timeout=self._connect_timeout, retry=Retry(NoBackoff(), 0))
+        pubsub: PubSub = client.pubsub()
         try:
-            connection.connect()
-            connection.send_command("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", self._prefix)
-            connection.read_response()
+            # Before SUBSCRIBE: a RESP2 connection that has subscribed accepts no other commands.
+            own_id = self._ask(pubsub, "CLIENT", "ID")
+            self._ask(pubsub, "CLIENT", "TRACKING", "ON", "REDIRECT", own_id, "BCAST", "PREFIX", self._prefix)
+            pubsub.subscribe(CHANNEL)
+            confirmed = pubsub.get_message(timeout=self._connect_timeout)
+            if confirmed is None or confirmed["type"] != "subscribe":
+                raise redis.ConnectionError("no confirmation of the subscription")
         except redis.ResponseError as error:
-            connection.disconnect()
+            pubsub.close()
             client.close()
             self._supported = False
             log.warning("Session cache off: this Redis does not allow CLIENT TRACKING (%s)", error.__class__.__name__)
             return
         except (redis.RedisError, OSError) as error:
-            connection.disconnect()
+            pubsub.close()
             client.close()
             self._retry_at = now + RETRY_AFTER
             log.warning("Session cache: cannot open the tracking connection to Redis (%s)", error.__class__.__name__)
             return
-        # redis-py delivers "invalidate" pushes to the parser's handler; its own client-side cache does the same.
-        connection._parser.set_invalidation_push_handler(self._invalidated)
+        assert pubsub.connection is not None  # set by the first command
+        pubsub.connection.register_connect_callback(self._on_reconnect)
         # Copies from before this connection may have missed messages.
         self._entries = {}
-        self._client, self._connection = client, connection
-        self._fd = connection._sock.fileno()
+        self._client, self._pubsub, self._reconnected = client, pubsub, False
 
-    def _invalidated(self, message: list[Any]) -> None:
-        keys = message[1]
+    def _ask(self, pubsub: PubSub, *command: Any) -> Any:
+        """Send a command on the PubSub connection and wait for its answer."""
+        pubsub.execute_command(*command)
+        answer = pubsub.parse_response(block=False, timeout=self._connect_timeout)
+        if answer is None:
+            raise redis.TimeoutError("Redis did not answer in time")
+        return answer
+
+    def _on_reconnect(self, connection: Any) -> None:
+        self._reconnected = True
+
+    def _invalidated(self, message: dict[str, Any]) -> None:
+        if message["type"] != "message":
+            return
+        keys = message["data"]
         if keys is None:
             # FLUSHDB or FLUSHALL.
             self._entries = {}
@@ -170,13 +178,17 @@ class SessionCache:
         for key in keys:
             self._entries.pop(key.decode() if isinstance(key, bytes) else key, None)
 
+    def _lost(self, now: float, reason: str) -> None:
+        log.warning("Session cache: lost the tracking connection to Redis (%s); reading Redis directly", reason)
+        self._drop(now)
+
     def _drop(self, now: float) -> None:
-        client, connection = self._client, self._connection
-        self._client, self._connection, self._fd = None, None, -1
+        client, pubsub = self._client, self._pubsub
+        self._client, self._pubsub, self._reconnected = None, None, False
         self._entries = {}
         self._retry_at = now
-        if connection is not None:
-            connection.disconnect()
+        if pubsub is not None:
+            pubsub.close()
         if client is not None:
             client.close()
 

@@ -17,7 +17,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import flask
 import msgspec
 import redis
 from flask import Flask, current_app, render_template
@@ -25,9 +24,6 @@ from flask.sessions import SessionMixin
 from flask_session.base import Serializer, ServerSideSession
 from flask_session.cachelib import CacheLibSessionInterface
 from flask_session.redis import RedisSessionInterface
-from werkzeug.datastructures import ImmutableMultiDict
-from werkzeug.http import parse_cookie
-from werkzeug.utils import cached_property
 from werkzeug.wrappers import Request, Response
 
 from .session_cache import SessionCache
@@ -114,19 +110,6 @@ class JsonFileCache:
     def sweep(self, now: float) -> int:
         """Remove expired records; return how many went."""
         return sweep_folder(self.directory, now, lambda entry: entry.stat().st_mtime <= now)
-
-
-class CookieRequest(flask.Request):
-    """Flask's request, with the cookies read from the one variable WSGI puts them in.
-
-    Werkzeug finds them by turning every variable of the environment into a header and keeping those
-    named Cookie; Flask-Session reads the session cookie on every request.
-    """
-
-    @cached_property
-    def cookies(self) -> ImmutableMultiDict[str, str]:
-        # parse_cookie is typed to return the mutable base class of the class it is given.
-        return parse_cookie(self.environ.get("HTTP_COOKIE"), cls=self.dict_storage_class)  # type: ignore[return-value]
 
 
 class StoreGuard:
@@ -230,7 +213,6 @@ class GuardedFileSessionInterface(StoreGuard, CacheLibSessionInterface):
 
 def init_app(app: Flask) -> TokenStore:
     """Attach Flask-Session's interface for SESSION_BACKEND; return the token store on the same backend."""
-    app.request_class = CookieRequest
     config = app.config
     config.update(
         SESSION_PERMANENT=True,

@@ -179,14 +179,27 @@ def test_threads_reading_at_once_all_see_a_change_once_it_is_made(cache: Session
     assert stale == []
 
 
+def tracking_connections(store: redis.Redis) -> list[dict[str, Any]]:
+    return [c for c in store.client_list() if "t" in c["flags"]]
+
+
+def test_one_connection_per_worker_tracks_and_receives_its_own_invalidations(cache: SessionCache,
+                                                                             store: redis.Redis) -> None:
+    cache.get(KEY, Reads(store))
+    [tracking] = tracking_connections(store)
+    # Subscribed (P), broadcast mode (B), redirecting to itself: if it drops, nothing keeps tracking
+    # on a connection that no one reads.
+    assert "P" in tracking["flags"] and "B" in tracking["flags"]
+    assert tracking["redir"] == tracking["id"]
+
+
 def test_a_lost_tracking_connection_drops_every_copy_and_comes_back(
     cache: SessionCache, store: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     reads = Reads(store)
     cache.get(KEY, reads)
-    tracking = [c for c in store.client_list() if "t" in c["flags"]]
-    assert len(tracking) == 1
-    store.client_kill_filter(_id=tracking[0]["id"])
+    [tracking] = tracking_connections(store)
+    store.client_kill_filter(_id=tracking["id"])
     store.set(KEY, b"new")  # no message can reach the killed connection
 
     with caplog.at_level(logging.WARNING, "portal.session_cache"):
@@ -198,13 +211,22 @@ def test_a_lost_tracking_connection_drops_every_copy_and_comes_back(
     count = reads.count
     assert cache.get(KEY, reads) == b"new"
     assert reads.count == count
+    assert len(tracking_connections(store)) == 1
     store.set(KEY, b"newer")
     settled(store)
     assert cache.get(KEY, reads) == b"newer"
 
 
-def test_a_redis_without_client_tracking_is_read_every_time(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    server = start_redis(tmp_path, extra=["--rename-command", "CLIENT", ""])
+REFUSALS = {
+    "CLIENT renamed away": ["--rename-command", "CLIENT", ""],
+    "CLIENT TRACKING denied by ACL": ["--user", "default", "on", "nopass", "~*", "&*", "+@all", "-client|tracking"],
+}
+
+
+@pytest.mark.parametrize("refusal", REFUSALS.values(), ids=REFUSALS.keys())
+def test_a_redis_without_client_tracking_is_read_every_time(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                            refusal: list[str]) -> None:
+    server = start_redis(tmp_path, extra=refusal)
     cache = SessionCache(server.url, PREFIX, connect_timeout=1.0)
     try:
         server.client.set(KEY, b"old")

@@ -1,4 +1,4 @@
-"""Session records: cookies read as Werkzeug reads them, lifetimes in the store, and the filesystem sweep."""
+"""Session records: the session cookie among others, lifetimes in the store, and the filesystem sweep."""
 
 from __future__ import annotations
 
@@ -7,36 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from flask import Flask
-from werkzeug.test import EnvironBuilder
-from werkzeug.wrappers import Request
 
-from portal.sessions import LOGIN_LIFETIME, CookieRequest
+from portal.sessions import LOGIN_LIFETIME
 from portal.tokens import SWEEP_INTERVAL, TokenSet
 from tests.support import portal_login
-
-
-@pytest.mark.parametrize(
-    "header",
-    [
-        None,
-        "",
-        "mediaflow_portal=abc",
-        "mediaflow_portal=abc; theme=dark",
-        'a="quoted value"; b=2',
-        "a=1; a=2",
-        "junk; mediaflow_portal=abc;;",
-        "x=%E2%9C%93; mediaflow_portal=",
-    ],
-    ids=["absent", "empty", "one", "two", "quoted", "repeated", "junk", "encoded-and-empty"],
-)
-def test_cookies_are_read_as_werkzeug_reads_them(header: str | None) -> None:
-    environ = EnvironBuilder(headers={"Cookie": header} if header is not None else {}).get_environ()
-    expected = Request(environ).cookies
-    got = CookieRequest(environ).cookies
-    assert list(got.items(multi=True)) == list(expected.items(multi=True))
-    assert type(got) is type(expected)
 
 
 def test_the_session_cookie_is_found_among_other_cookies(client: Any) -> None:
