@@ -15,7 +15,8 @@ from werkzeug.wrappers import Response
 
 from . import mediaflow, tokens
 from .sessions import LOGIN_LIFETIME, regenerate_id
-from .tokens import SessionEnded, StoreUnavailable
+from .stores import StoreUnavailable
+from .tokens import SessionEnded
 
 log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)

@@ -11,7 +11,8 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, SecurityError
 
 from .mediaflow import MediaflowUnavailable
-from .tokens import LockTimeout, RefreshFailed, StoreUnavailable
+from .stores import LockTimeout, StoreUnavailable
+from .tokens import RefreshFailed
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from . import tokens
-from .tokens import StoreUnavailable
+from .stores import StoreUnavailable
 
 bp = Blueprint("health", __name__)
 

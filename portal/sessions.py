@@ -8,10 +8,7 @@ the portal wrote starts a new, empty session.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -27,7 +24,7 @@ from flask_session.redis import RedisSessionInterface
 from werkzeug.wrappers import Request, Response
 
 from .session_cache import SessionCache
-from .tokens import SWEEP_INTERVAL, FileTokenStore, RedisTokenStore, TokenStore, sweep_folder, write_file
+from .stores import SWEEP_INTERVAL, UNREADABLE, FileTokenStore, JsonFileCache, RedisTokenStore, TokenStore
 
 log = logging.getLogger(__name__)
 STORE_ERRORS = (redis.exceptions.RedisError, OSError)
@@ -40,8 +37,6 @@ RECORD_SHAPE: dict[str, type | tuple[type, ...]] = {
     "tokens_key": str, "user": dict, "login_at": (int, float), "seen_at": (int, float), "pending_logins": dict,
     "csrf_token": str, "_flashes": list, "_permanent": bool,
 }
-# What the stores return for bytes that are not a record: never well formed, so the session is cleared.
-UNREADABLE = "unreadable_record"
 
 
 def well_formed(record: dict[str, Any]) -> bool:
@@ -63,53 +58,6 @@ class RecordSerializer(Serializer):
         except msgspec.DecodeError:
             return {UNREADABLE: True}
         return record if isinstance(record, dict) else {UNREADABLE: True}
-
-
-class JsonFileCache:
-    """The part of cachelib's FileSystemCache that Flask-Session uses (get, set, delete), as JSON files.
-
-    cachelib pickles values, and prunes only past a threshold, live sessions included. Here a file's
-    modification time is its expiry, so a sweep needs one stat per file.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-
-    def _path(self, key: str) -> Path:
-        # The key carries the cookie's text: hashed, no cookie can name a path.
-        return self.directory / hashlib.sha256(key.encode()).hexdigest()
-
-    def get(self, key: str) -> Any:
-        path = self._path(key)
-        try:
-            with path.open("rb") as handle:
-                if os.fstat(handle.fileno()).st_mtime <= time.time():
-                    return None
-                raw = handle.read()
-        except FileNotFoundError:
-            return None
-        try:
-            record = json.loads(raw)
-        except ValueError:
-            return {UNREADABLE: True}
-        return record if isinstance(record, dict) else {UNREADABLE: True}
-
-    def set(self, key: str, value: Any, timeout: float) -> bool:
-        write_file(self._path(key), json.dumps(value).encode(), expires_at=time.time() + timeout)
-        return True
-
-    def delete(self, key: str) -> bool:
-        self._path(key).unlink(missing_ok=True)
-        return True
-
-    def expire(self, key: str, seconds: float) -> None:
-        expires_at = time.time() + seconds
-        os.utime(self._path(key), (expires_at, expires_at))
-
-    def sweep(self, now: float) -> int:
-        """Remove expired records; return how many went."""
-        return sweep_folder(self.directory, now, lambda entry: entry.stat().st_mtime <= now)
 
 
 class StoreGuard:

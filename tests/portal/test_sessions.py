@@ -10,7 +10,8 @@ from typing import Any
 from flask import Flask
 
 from portal.sessions import LOGIN_LIFETIME
-from portal.tokens import SWEEP_INTERVAL, TokenSet
+from portal.stores import SWEEP_INTERVAL
+from portal.tokens import TokenSet
 from tests.support import portal_login
 
 

@@ -13,16 +13,8 @@ import pytest
 from flask import Flask
 
 from portal.mediaflow import MediaflowRefused, MediaflowUnavailable
-from portal.tokens import (
-    FileTokenStore,
-    LockTimeout,
-    RedisTokenStore,
-    RefreshFailed,
-    SessionEnded,
-    TokenService,
-    TokenSet,
-    TokenStore,
-)
+from portal.stores import FileTokenStore, LockTimeout, RedisTokenStore, TokenStore
+from portal.tokens import RefreshFailed, SessionEnded, TokenService, TokenSet
 from tests.conftest import FakeClock, RedisServer
 from tests.support import Emulator, portal_login
 
