@@ -31,6 +31,8 @@ def create_app(config: EmulatorConfig | None = None) -> Flask:
     def inject_fault() -> Any:
         g.started = time.perf_counter()
         area = _area()
+        if area:
+            stats.started()
         fault = faults.take(area) if area else None
         if fault is None:
             return None
@@ -54,6 +56,11 @@ def create_app(config: EmulatorConfig | None = None) -> Flask:
         if area and "started" in g:
             stats.busy(area, time.perf_counter() - g.started)
         return response
+
+    @app.teardown_request
+    def count_finished(error: BaseException | None) -> None:
+        if _area() and "started" in g:
+            stats.finished()
 
     @app.route("/authorize", methods=["GET", "POST"])
     def authorize() -> Any:

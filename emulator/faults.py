@@ -95,6 +95,8 @@ class Stats:
         self._api: Counter[str] = Counter()
         self._recent: deque[dict[str, Any]] = deque(maxlen=50)
         self._seconds: dict[str, float] = {}
+        # Token and API requests being answered now (a delayed one may outlive the caller's timeout).
+        self._in_flight = 0
 
     def token_request(self, grant_type: str, ok: bool, shape: dict[str, Any] | None = None) -> None:
         with self._lock:
@@ -106,6 +108,14 @@ class Stats:
         """Time spent answering, so benchmarks can tell the emulator's share from the portal's."""
         with self._lock:
             self._seconds[area] = self._seconds.get(area, 0.0) + seconds
+
+    def started(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+
+    def finished(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
 
     def api_call(self, path: str) -> None:
         with self._lock:
@@ -124,4 +134,5 @@ class Stats:
             for (grant, outcome), n in self._tokens.items():
                 tokens.setdefault(grant, {"ok": 0, "failed": 0})[outcome] = n
             return {"token": tokens, "api": dict(self._api), "recent_token_requests": list(self._recent),
+                    "in_flight": self._in_flight,
                     "busy_ms": {area: round(seconds * 1000, 3) for area, seconds in self._seconds.items()}}

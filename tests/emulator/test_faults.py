@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -90,3 +91,15 @@ def test_unusable_fault_requests_are_400_with_a_message(emulator: Emulator, faul
     response = requests.post(f"{emulator.url}/_emulator/faults", json=fault, timeout=5)
     assert response.status_code == 400
     assert response.json()["error"]
+
+
+def test_a_delayed_call_is_in_flight_until_it_ends(emulator: Emulator) -> None:
+    emulator.fault(endpoint="token", kind="delay", delay=1.0)
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(emulator.token, grant_type="refresh_token", refresh_token="x")
+        deadline = time.monotonic() + 5
+        while emulator.stats()["in_flight"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert emulator.stats()["in_flight"] == 1  # the caller may have given up; the emulator has not
+        call.result()
+    assert emulator.stats()["in_flight"] == 0
