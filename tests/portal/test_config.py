@@ -144,7 +144,8 @@ def test_loopback_http_and_any_https_endpoint_are_accepted(url: str, tmp_path: P
 
 
 @pytest.mark.parametrize("key", [SECRET_KEY, "gunicorn-test-secret-key-0123456789abcdef", secrets.token_urlsafe(32),
-                                 secrets.token_urlsafe(48), secrets.token_hex(16), secrets.token_hex(32)])
+                                 secrets.token_urlsafe(48), secrets.token_hex(16), secrets.token_hex(32)],
+                         ids=["tests-key", "gunicorn-tests-key", "urlsafe-32", "urlsafe-48", "hex-16", "hex-32"])
 def test_random_and_test_secret_keys_are_accepted(key: str, tmp_path: Path) -> None:
     assert create_app({**GOOD, "SESSION_FILE_DIR": str(tmp_path), "SECRET_KEY": key}).config["SECRET_KEY"] == key
 
