@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 from flask import Flask, current_app, render_template, request
-from flask.globals import request_ctx
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, SecurityError
 
@@ -31,6 +30,11 @@ PAGES: dict[type[Exception], tuple[int | None, str, int, str]] = {
 def init_app(app: Flask) -> None:
     for exception in PAGES:
         app.register_error_handler(exception, expected_failure)
+    # Flask cannot build URLs for a Host outside TRUSTED_HOSTS, so this page is rendered once, at start,
+    # for a trusted one; it names no host, and its links are paths.
+    with app.test_request_context(base_url="http://localhost/"):
+        page = BadRequest("The portal does not answer to this host name.")
+        app.extensions["portal_untrusted_host_page"] = render_template("errors/http.html", status=400, error=page)
     app.register_error_handler(SecurityError, untrusted_host)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(InternalServerError, internal_error)
@@ -44,11 +48,8 @@ def expected_failure(error: Exception) -> Any:
 
 
 def untrusted_host(error: SecurityError) -> Any:
-    # Flask builds no URLs for a Host outside TRUSTED_HOSTS: the page's links are paths, so bind to loopback.
-    request_ctx.url_adapter = current_app.url_map.bind("localhost", script_name=request.script_root or None)
     log.warning("Untrusted Host header on %s", request.path)
-    page = BadRequest("The portal does not answer to this host name.")
-    return render_template("errors/http.html", status=400, error=page), 400
+    return current_app.extensions["portal_untrusted_host_page"], 400
 
 
 def http_error(error: HTTPException) -> Any:
