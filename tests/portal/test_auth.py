@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from cachelib import SimpleCache
 from flask import Flask
 
 from tests.support import Emulator, csrf_token, portal_login, query_of, sign_in
@@ -161,3 +162,18 @@ def test_session_cookie_is_httponly_lax_and_holds_only_an_id(client: Any, path: 
     value = session_cookie(client) or ""
     assert re.fullmatch(r"[A-Za-z0-9_-]{40,50}", value)
     assert client.get(path).status_code == 200
+
+
+def test_the_login_works_when_authlib_keeps_its_state_in_a_cache(app: Flask, client: Any) -> None:
+    """OAuth(app, cache=…): Authlib keeps the state data there, the portal its pending-login record."""
+    cache = SimpleCache()
+    app.extensions["authlib.integrations.flask_client"].mediaflow.framework.cache = cache
+    logins = [client.get("/login") for _ in range(5)]  # two more than a session keeps
+    states = [query_of(login.headers["Location"])["state"] for login in logins]
+    kept = [cache.has(f"_state_mediaflow_{state}") for state in states]
+    assert kept == [False, False, True, True, True]  # the oldest are dropped from the cache too
+    login, state = logins[-1], states[-1]
+    answer = sign_in(login.headers["Location"])
+    assert client.get(answer.headers["Location"].split("localhost", 1)[1]).headers["Location"] == "/"
+    assert client.get("/session").status_code == 200
+    assert cache.get(f"_state_mediaflow_{state}") is None  # spent
