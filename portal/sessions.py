@@ -112,6 +112,8 @@ class GuardedRedisSessionInterface(StoreGuard, RedisSessionInterface):
     def expire(self, sid: str, seconds: int) -> None:
         self.client.expire(self.key_prefix + sid, seconds)
 
+    # The three storage methods are the ones Flask-Session's base class declares abstract for each
+    # backend to implement; wrapping them is how a backend of its own reads through the cache.
     def _retrieve_session_data(self, store_id: str) -> dict[str, Any] | None:
         if self.cache is None:
             data: dict[str, Any] | None = super()._retrieve_session_data(store_id)
