@@ -39,6 +39,7 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def default_headers(response: Response) -> Response:
-        for name, value in HEADERS.items():
-            response.headers.setdefault(name, value)
+        # setdefault, in one pass: Werkzeug's Headers.setdefault reads all headers again for each name.
+        present = {name.lower() for name, _value in response.headers}
+        response.headers.extend([(name, value) for name, value in HEADERS.items() if name.lower() not in present])
         return response
