@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, request
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.exceptions import SecurityError
 from werkzeug.wrappers import Response
 
 # Plain lines rather than Flask-Talisman: the portal needs a few fixed headers, and Talisman's other
@@ -23,7 +24,13 @@ HEADERS = {
 
 
 def init_app(app: Flask) -> None:
-    """Check the CSRF token of every unsafe request; give every response the default headers."""
+    """Refuse untrusted hosts first; check the CSRF token of every unsafe request; give every response the default headers."""
+
+    @app.before_request
+    def refuse_untrusted_host() -> None:
+        # Flask raises a Host outside TRUSTED_HOSTS only when it dispatches: no other hook may run first.
+        if isinstance(request.routing_exception, SecurityError):
+            raise request.routing_exception
     # Flask-WTF's own hook looks up the view's exemptions before it looks at the method, on every GET too;
     # the portal exempts nothing, so it asks for the check on unsafe methods only.
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False

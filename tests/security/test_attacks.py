@@ -21,7 +21,9 @@ from flask import Flask
 
 from portal.auth import PENDING_LOGINS
 from portal.sessions import LOGIN_LIFETIME
+from tests.conftest import FakeClock
 from tests.support import (
+    Emulator,
     csrf_token,
     dockerfile_cmd,
     env_with,
@@ -166,6 +168,14 @@ def _https_logout_posted_from_another_site(client: Any, app: Flask) -> Any:
                        headers={"Referer": "https://evil.example/logout", "Origin": "https://evil.example"})
 
 
+def _logged_in_cookie_to_host(client: Any, host: str) -> Any:
+    """GET / with Host: host, carrying the logged-in session cookie (the test client sends a cookie by domain)."""
+    client.set_cookie(COOKIE, client.get_cookie(COOKIE).value, domain=host)
+    response = client.get("/", headers={"Host": host})
+    assert f"{COOKIE}=" in response.request.headers.get("Cookie", "")
+    return response
+
+
 def _stolen_code_pasted_into_own_callback(client: Any, app: Flask) -> Any:
     victim = app.test_client()
     code, _ = start_login(victim)  # the victim's code, taken before the victim's browser delivers it
@@ -261,7 +271,7 @@ ATTACKS = [
     # Without MEDIAFLOW_REDIRECT_URI the callback URL is built from the Host: only trusted hosts may name it.
     Attack("host-header", _login_with_host({"Host": "evil.example"}), 400, payloads=["evil.example"]),
     Attack("host-header-with-port", _login_with_host({"Host": "evil.example:443"}), 400, payloads=["evil.example"]),
-    Attack("host-header-on-a-logged-in-page", lambda c, a: c.get("/", headers={"Host": "evil.example"}), 400,
+    Attack("host-header-on-a-logged-in-page", lambda c, a: _logged_in_cookie_to_host(c, "evil.example"), 400,
            logged_in=True, payloads=["evil.example"]),
     Attack("forwarded-host-without-trusted-proxy", _login_with_host({"X-Forwarded-Host": "evil.example"}), 302),
 ]
@@ -376,3 +386,15 @@ def test_a_stolen_code_in_the_attackers_own_callback_needs_pkce_to_fail(make_app
     assert (session.status_code == 200) is logged_in
     if logged_in:
         assert session.json["user"]["name"] == "Demo User"  # the victim
+
+
+def test_an_untrusted_host_is_refused_before_any_hook_runs(make_app: Callable[..., Flask], backend: str,
+                                                           clock: FakeClock, emulator: Emulator) -> None:
+    app = make_app("short", backend=backend, clock=clock)
+    client = app.test_client()
+    portal_login(client)
+    clock.advance(2.1)  # the token is due: load_session would refresh it, and write the session
+    response = _logged_in_cookie_to_host(client, "evil.example")
+    assert response.status_code == 400 and "does not answer to this host name" in response.text
+    assert emulator.refreshes() == 0
+    assert client.get("/session").status_code == 200 and emulator.refreshes() == 1
