@@ -104,7 +104,7 @@ def callback() -> Any:
         description = error.description[:MAX_DESCRIPTION_LENGTH]
         return render_template("errors/provider.html", error=error.error, description=description), 400
     _start_session(token)
-    return redirect(started["next"] or url_for("pages.index"))
+    return redirect(safe_next_url(started.get("next")) or url_for("pages.index"))
 
 
 @bp.post("/logout")
@@ -170,7 +170,7 @@ def _pending_logins() -> dict[str, dict[str, Any]]:
     now = tokens.service().clock()
     live = {state: started for state, started in pending.items()
             if isinstance(started, dict) and isinstance(started.get("at"), int | float)
-            and 0 <= now - started["at"] < LOGIN_LIFETIME}
+            and isinstance(started.get("next"), str | None) and 0 <= now - started["at"] < LOGIN_LIFETIME}
     for state in pending.keys() - live.keys():
         _forget_login(state, live)
     return live

@@ -24,7 +24,7 @@ HEADERS = {
 
 
 def init_app(app: Flask) -> None:
-    """Refuse untrusted hosts first; check the CSRF token of every unsafe request; give every response the default headers."""
+    """Refuse untrusted hosts first; check CSRF tokens on unsafe requests; give responses the default headers."""
 
     @app.before_request
     def refuse_untrusted_host() -> None:

@@ -9,6 +9,7 @@ the portal wrote starts a new, empty session.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -39,11 +40,19 @@ RECORD_SHAPE: dict[str, type | tuple[type, ...]] = {
 }
 
 
+# tokens.TokenService.start makes these: secrets.token_urlsafe(32).
+TOKENS_KEY = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
 def well_formed(record: dict[str, Any]) -> bool:
-    """True when every value the portal reads from this record has the type the portal wrote."""
-    return UNREADABLE not in record and all(
-        isinstance(record[name], kind) for name, kind in RECORD_SHAPE.items() if name in record
-    )
+    """True when every value in this record has the type the portal (or an extension) wrote.
+
+    Values the portal reads have their own type; any other key is an extension's record, which is a
+    dict (Authlib's login states), so no planted value can make a library fail on every request.
+    """
+    return (UNREADABLE not in record
+            and all(isinstance(value, RECORD_SHAPE.get(name, dict)) for name, value in record.items())
+            and ("tokens_key" not in record or TOKENS_KEY.fullmatch(record["tokens_key"]) is not None))
 
 
 class RecordSerializer(Serializer):

@@ -56,18 +56,19 @@ class FileTokenStore:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
-    def _path(self, key: str) -> Path:
-        return self.directory / f"{key}.json"
+    def _path(self, key: str, suffix: str = ".json") -> Path:
+        # Hashed, as the session files are: whatever a record holds, it names no other path.
+        return self.directory / (hashlib.sha256(key.encode()).hexdigest() + suffix)
 
     def get(self, key: str) -> TokenSet | None:
         try:
-            with self._path(key).open() as handle:
+            with self._path(key).open("rb") as handle:
                 if os.fstat(handle.fileno()).st_mtime <= time.time():
                     return None
                 raw = handle.read()
         except FileNotFoundError:
             return None
-        except (OSError, UnicodeDecodeError) as error:
+        except OSError as error:
             raise StoreUnavailable(f"the token folder cannot be read ({error.__class__.__name__})") from None
         return TokenSet.from_json(raw)
 
@@ -84,7 +85,7 @@ class FileTokenStore:
     @contextmanager
     def lock(self, key: str, timeout: float) -> Iterator[None]:
         try:
-            with filelock.FileLock(self.directory / f"{key}.lock", timeout=timeout):
+            with filelock.FileLock(self._path(key, ".lock"), timeout=timeout):
                 yield
         except filelock.Timeout:
             raise LockTimeout("the token refresh lock was held too long") from None

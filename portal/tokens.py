@@ -77,7 +77,13 @@ class TokenSet:
         try:
             stored = json.loads(raw)
             # Fields this version no longer writes (older records) are left out.
-            return cls(**{f.name: stored[f.name] for f in fields(cls) if f.name in stored})
+            tokens = cls(**{f.name: stored[f.name] for f in fields(cls) if f.name in stored})
+            numbers = (tokens.expires_at, tokens.lifetime, tokens.retry_at, tokens.failures, tokens.refreshed_at or 0)
+            if not isinstance(tokens.access_token, str) or not isinstance(tokens.refresh_token, str | None) or not all(
+                isinstance(n, int | float) and not isinstance(n, bool) for n in numbers
+            ):
+                raise TypeError("a field has the wrong type")
+            return tokens
         except (ValueError, TypeError):
             log.warning("A stored token set could not be read; its session ends")
             return None

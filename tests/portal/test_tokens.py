@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -104,7 +105,10 @@ def test_a_corrupt_stored_token_set_ends_the_session_politely(make_app: Callable
     if app.config["SESSION_BACKEND"] == "redis":
         app.config["SESSION_REDIS"].set(f"mediaflow:tokens:{key}", b"\x00not json")
     else:
-        (Path(app.config["SESSION_FILE_DIR"]) / "tokens" / f"{key}.json").write_text("{truncated")
+        name = hashlib.sha256(key.encode()).hexdigest() + ".json"  # the store names files by the key's hash
+        path = Path(app.config["SESSION_FILE_DIR"]) / "tokens" / name
+        assert path.exists()
+        path.write_bytes(b"{truncated \xff\xfe")
     clock.advance(2.1)  # due: the worker's copy is not trusted, the store is read
     page = client.get("/account")
     assert page.status_code == 401 and "Your Mediaflow session has ended" in page.text

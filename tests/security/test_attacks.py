@@ -208,9 +208,12 @@ def _planted(make: Callable[[Path], bytes | object]) -> Callable[[Any, Flask], A
         client.get("/login")
         sid = client.get_cookie(COOKIE).value
         marker = Path(app.config["SESSION_FILE_DIR"]).parent / "pwned"
+        victim = marker.with_suffix(".json")  # what a planted tokens_key that names a path would delete
+        victim.write_text("{}")
         plant_record(app, sid, make(marker))
         first, second = client.get("/"), client.get("/session")
         assert not marker.exists(), "a planted record ran code in the worker"
+        assert victim.exists(), "a planted record made the portal delete a file outside its store"
         assert second.status_code == 302 and record_size(app, sid) == 0, "the planted record is still read"
         return first
     return run
@@ -262,6 +265,9 @@ ATTACKS = [
     Attack("planted-garbage-record", _planted(lambda marker: b"\x00\xff not a record"), 200),
     Attack("planted-list-record", _planted(lambda marker: [1, 2]), 200),
     Attack("planted-wrong-types", _planted(lambda marker: {"tokens_key": 5, "user": "x", "login_at": "now"}), 200),
+    Attack("planted-token-key-path", _planted(lambda marker: {"tokens_key": f"../../{marker.name}", "login_at": 0.0,
+                                                             "seen_at": 0.0, "user": {}}), 200),
+    Attack("planted-foreign-value", _planted(lambda marker: {"_state_mediaflow_x": 1, "pending_logins": {}}), 200),
     Attack("logout-without-csrf", _logout_without_csrf, 400, logged_in=True),
     Attack("logout-with-another-sessions-csrf", _logout_with_another_sessions_csrf, 400, logged_in=True),
     Attack("logout-by-get", lambda client, app: client.get("/logout"), 405, logged_in=True),
@@ -398,3 +404,39 @@ def test_an_untrusted_host_is_refused_before_any_hook_runs(make_app: Callable[..
     assert response.status_code == 400 and "does not answer to this host name" in response.text
     assert emulator.refreshes() == 0
     assert client.get("/session").status_code == 200 and emulator.refreshes() == 1
+
+
+def test_a_planted_next_in_a_pending_login_never_leads_off_site(app: Flask) -> None:
+    client = app.test_client()
+    login = client.get("/login")
+    state = query_of(login.headers["Location"])["state"]
+    with client.session_transaction() as session:
+        session[PENDING_LOGINS] = {state: {**session[PENDING_LOGINS][state], "next": "https://evil.example/"}}
+    answer = sign_in(login.headers["Location"])
+    landed = client.get(answer.headers["Location"].split("localhost", 1)[1])
+    assert landed.status_code == 302 and landed.headers["Location"] == "/"
+
+
+@pytest.mark.parametrize("stored", [b'{"access_token": 5, "refresh_token": null, "expires_at": 1, "lifetime": 1}',
+                                    b'{"access_token": "a", "refresh_token": "r", "expires_at": "soon", "lifetime": 1}',
+                                    b'["a", "r"]', b"\xff\xfe not json"],
+                         ids=["number-token", "text-expiry", "list", "not-utf8"])
+def test_a_planted_token_set_ends_the_session_politely(make_app: Callable[..., Flask], backend: str,
+                                                       clock: FakeClock, stored: bytes) -> None:
+    app = make_app("short", backend=backend, clock=clock)
+    client = app.test_client()
+    portal_login(client)
+    with client.session_transaction() as session:
+        key = session["tokens_key"]
+    if backend == "redis":
+        app.config["SESSION_REDIS"].set(f"mediaflow:tokens:{key}", stored)
+    else:
+        name = hashlib.sha256(key.encode()).hexdigest() + ".json"
+        path = Path(app.config["SESSION_FILE_DIR"]) / "tokens" / name
+        assert path.exists()
+        path.write_bytes(stored)
+        os.utime(path, (time.time() + 600, time.time() + 600))
+    clock.advance(2.1)  # due: the store is read
+    for _ in range(2):
+        page = client.get("/account")
+        assert page.status_code in (302, 401) and "Traceback" not in page.text
