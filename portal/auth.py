@@ -15,8 +15,7 @@ from werkzeug.wrappers import Response
 
 from . import mediaflow, tokens
 from .sessions import LOGIN_LIFETIME, regenerate_id
-from .stores import StoreUnavailable
-from .tokens import SessionEnded
+from .tokens import SessionEnded, StoreUnavailable
 
 log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)

@@ -10,8 +10,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, SecurityError
 
 from .mediaflow import MediaflowUnavailable
-from .stores import LockTimeout, StoreUnavailable
-from .tokens import RefreshFailed
+from .tokens import LockTimeout, RefreshFailed, StoreUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from . import tokens
-from .stores import StoreUnavailable
+from .tokens import StoreUnavailable
 
 bp = Blueprint("health", __name__)
 

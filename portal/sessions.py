@@ -25,7 +25,8 @@ from flask_session.redis import RedisSessionInterface
 from werkzeug.wrappers import Request, Response
 
 from .session_cache import SessionCache
-from .stores import SWEEP_INTERVAL, UNREADABLE, FileTokenStore, JsonFileCache, RedisTokenStore, TokenStore
+from .stores import SWEEP_INTERVAL, UNREADABLE, FileTokenStore, JsonFileCache, RedisTokenStore
+from .tokens import TokenStore
 
 log = logging.getLogger(__name__)
 STORE_ERRORS = (redis.exceptions.RedisError, OSError)

@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import filelock
 import redis
 
-from .tokens import TokenSet
+from .tokens import LockTimeout, StoreUnavailable, TokenSet
 
 log = logging.getLogger(__name__)
 
@@ -28,22 +28,6 @@ log = logging.getLogger(__name__)
 SWEEP_INTERVAL = 60.0
 # What a store returns for bytes that are not a session record: never well formed, so the session is cleared.
 UNREADABLE = "unreadable_record"
-
-
-class StoreUnavailable(Exception):
-    """The session store (Redis, or the session folder) did not answer."""
-
-
-class LockTimeout(Exception):
-    """Another request of this session held the refresh lock too long: Mediaflow is slow."""
-
-
-class TokenStore(Protocol):
-    def get(self, key: str) -> TokenSet | None: ...
-    def put(self, key: str, tokens: TokenSet, ttl: int) -> None: ...
-    def delete(self, key: str) -> None: ...
-    def lock(self, key: str, timeout: float) -> Any: ...
-    def ping(self) -> None: ...
 
 
 class FileTokenStore:
@@ -183,6 +167,9 @@ class RedisTokenStore:
             raise StoreUnavailable("the session store (Redis) cannot be reached") from None
         except redis.exceptions.TimeoutError:
             raise StoreUnavailable("the session store (Redis) did not answer in time") from None
+        except redis.exceptions.RedisError as error:
+            # READONLY after a failover, NOAUTH, OOM: the store cannot do its job just now.
+            raise StoreUnavailable(f"the session store (Redis) refused ({error.__class__.__name__})") from None
 
 
 class JsonFileCache:

@@ -13,15 +13,13 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, fields, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from flask import Flask, current_app
 
 from . import mediaflow
-
-if TYPE_CHECKING:
-    from .stores import TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +35,14 @@ class SessionEnded(Exception):
 
 class RefreshFailed(Exception):
     """The access token has expired and Mediaflow could not refresh it just now; the session is kept."""
+
+
+class StoreUnavailable(Exception):
+    """The session store (Redis, or the session folder) did not answer."""
+
+
+class LockTimeout(Exception):
+    """Another request of this session held the refresh lock too long: Mediaflow is slow."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,10 @@ class TokenSet:
         # Never more than half the lifetime, or short-lived tokens refresh on every request.
         return self.expires_in(now) < min(leeway, self.lifetime / 2)
 
+    def needs_refresh(self, leeway: float, now: float) -> bool:
+        """Due, and not waiting out the backoff of a failed refresh (an expired token never waits)."""
+        return self.is_due(leeway, now) and (self.retry_at <= now or self.is_expired(now))
+
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
@@ -87,6 +97,14 @@ class TokenSet:
         except (ValueError, TypeError):
             log.warning("A stored token set could not be read; its session ends")
             return None
+
+
+class TokenStore(Protocol):
+    def get(self, key: str) -> TokenSet | None: ...
+    def put(self, key: str, tokens: TokenSet, ttl: int) -> None: ...
+    def delete(self, key: str) -> None: ...
+    def lock(self, key: str, timeout: float) -> AbstractContextManager[None]: ...
+    def ping(self) -> None: ...
 
 
 class TokenService:
@@ -122,7 +140,7 @@ class TokenService:
         Raises SessionEnded, RefreshFailed, LockTimeout or StoreUnavailable.
         """
         tokens = self._copies.get(key)
-        if tokens is None or tokens.is_due(self.leeway, self.clock()):
+        if tokens is None or tokens.needs_refresh(self.leeway, self.clock()):
             tokens = self._refresh_if_due(key)
             with self._copies_lock:
                 self._copies[key] = tokens
@@ -144,19 +162,26 @@ class TokenService:
 
     def _refresh_if_due(self, key: str) -> TokenSet:
         tokens = self._stored(key)
-        if not tokens.is_due(self.leeway, self.clock()):
+        if not tokens.needs_refresh(self.leeway, self.clock()):
             return tokens
-        with self.store.lock(key, self.lock_timeout):
-            # Whoever held the lock before us may have refreshed already.
-            tokens = self._stored(key)
-            now = self.clock()
-            if not tokens.is_due(self.leeway, now) or (tokens.retry_at > now and not tokens.is_expired(now)):
-                return tokens
-            if not tokens.refresh_token:
-                if tokens.is_expired(now):
-                    raise SessionEnded("the access token expired and Mediaflow gave no refresh token")
-                return tokens
-            return self._refresh(key, tokens, now)
+        try:
+            with self.store.lock(key, self.lock_timeout):
+                # Whoever held the lock before us may have refreshed already.
+                tokens = self._stored(key)
+                now = self.clock()
+                if not tokens.needs_refresh(self.leeway, now):
+                    return tokens
+                if not tokens.refresh_token:
+                    if tokens.is_expired(now):
+                        raise SessionEnded("the access token expired and Mediaflow gave no refresh token")
+                    return tokens
+                return self._refresh(key, tokens, now)
+        except LockTimeout:
+            # Another request's refresh is stuck on a slow Mediaflow: a token that still works is served.
+            if tokens.is_expired(self.clock()):
+                raise
+            log.warning("Token refresh lock held too long; using the current token")
+            return tokens
 
     def _refresh(self, key: str, tokens: TokenSet, now: float) -> TokenSet:
         assert tokens.refresh_token
@@ -178,12 +203,14 @@ class TokenService:
         """Keep the session; serve with the current token while it lasts, retry later with backoff."""
         failures = tokens.failures + 1
         delay = min(BACKOFF_START * 2 ** (failures - 1), BACKOFF_MAX)
-        self.store.put(key, replace(tokens, retry_at=now + delay, failures=failures), self.ttl)
+        waiting = replace(tokens, retry_at=now + delay, failures=failures)
+        self.store.put(key, waiting, self.ttl)
         if tokens.is_expired(now):
             log.warning("Token refresh failed (%s); the access token has expired, answering 503", error)
             raise RefreshFailed(str(error))
         log.warning("Token refresh failed (%s); using the current token, next try in %.0f s", error, delay)
-        return tokens
+        # Returned with its retry time, so this worker's copy waits out the backoff without the lock.
+        return waiting
 
 
 def init_app(app: Flask, store: TokenStore) -> None:

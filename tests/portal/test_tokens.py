@@ -14,8 +14,8 @@ import pytest
 from flask import Flask
 
 from portal.mediaflow import MediaflowRefused, MediaflowUnavailable
-from portal.stores import FileTokenStore, LockTimeout, RedisTokenStore, TokenStore
-from portal.tokens import RefreshFailed, SessionEnded, TokenService, TokenSet
+from portal.stores import FileTokenStore, RedisTokenStore
+from portal.tokens import LockTimeout, RefreshFailed, SessionEnded, TokenService, TokenSet, TokenStore
 from tests.conftest import FakeClock, RedisServer
 from tests.support import Emulator, portal_login
 
@@ -177,15 +177,25 @@ def test_a_token_that_is_not_due_is_served_without_a_store_read_or_a_refresh(sto
 def test_failed_refreshes_back_off_then_fail_after_expiry_and_recover(store: TokenStore, clock: FakeClock) -> None:
     mediaflow = Mediaflow(DOWN, DOWN, DOWN, FRESH)
     service, key = service_with(store, mediaflow, clock)
+    locks = 0
+    take_lock = store.lock
+
+    def counted_lock(key: str, timeout: float) -> Any:
+        nonlocal locks
+        locks += 1
+        return take_lock(key, timeout)
+
+    store.lock = counted_lock  # type: ignore[method-assign]
     clock.advance(51)
     schedule = []
     for _ in range(3):
         assert service.fresh(key).access_token == "first"  # still valid: served while refresh fails
         schedule.append(store.get(key).retry_at - clock())  # type: ignore[union-attr]
-        clock.advance(1)
-        assert service.fresh(key).access_token == "first"  # backing off: no call
-        clock.advance(schedule[-1] - 1)
-    assert schedule == [5, 10, 20] and mediaflow.calls == 3
+        for _ in range(5):
+            clock.advance(0.5)
+            assert service.fresh(key).access_token == "first"  # backing off: no call, and no lock
+        clock.advance(schedule[-1] - 2.5)
+    assert schedule == [5, 10, 20] and mediaflow.calls == 3 and locks == 3
     clock.advance(100)  # expired: the next failure is the caller's to show ("try again")
     mediaflow.answers = [DOWN, FRESH]
     with pytest.raises(RefreshFailed):
@@ -210,12 +220,16 @@ def test_requests_of_one_session_at_once_refresh_once_and_all_get_the_new_token(
     assert got == ["fresh"] * 16 and mediaflow.calls == 1
 
 
-def test_a_refresh_lock_held_too_long_is_a_timeout_not_a_store_failure(store: TokenStore, clock: FakeClock) -> None:
+def test_a_refresh_lock_held_too_long_serves_a_valid_token_and_times_out_an_expired_one(store: TokenStore,
+                                                                                       clock: FakeClock) -> None:
     service, key = service_with(store, Mediaflow(FRESH), clock)
     service.lock_timeout = 0.2
-    clock.advance(51)
-    with store.lock(key, timeout=2), pytest.raises(LockTimeout):
-        service.fresh(key)
+    clock.advance(51)  # due, still valid
+    with store.lock(key, timeout=5):
+        assert service.fresh(key).access_token == "first"
+        clock.advance(50)  # expired
+        with pytest.raises(LockTimeout):
+            service.fresh(key)
 
 
 def test_a_refresh_lock_timeout_shows_the_mediaflow_page_and_keeps_the_session(
@@ -228,9 +242,11 @@ def test_a_refresh_lock_timeout_shows_the_mediaflow_page_and_keeps_the_session(
         key = session["tokens_key"]
     tokens = app.extensions["mediaflow_tokens"]
     tokens.lock_timeout = 0.2
-    clock.advance(2.1)
     with tokens.store.lock(key, timeout=5):  # another request's refresh, stuck on a slow Mediaflow
-        page = client.get("/account")
+        clock.advance(2.1)
+        assert client.get("/session").status_code == 200  # due but still valid: served
+        clock.advance(2.1)
+        page = client.get("/account")  # expired: nothing to serve until the refresh is done
     assert page.status_code == 503 and "Mediaflow is not answering right now" in page.text
     assert "session store" not in page.text
     assert client.get("/session").status_code == 200
