@@ -90,6 +90,14 @@ class StoreGuard:
             session.clear()
         return session
 
+    # One of the three storage methods Flask-Session's base class declares for each backend: the place
+    # where the record's lifetime in the store is chosen, in the same write.
+    def _upsert_session(self, session_lifetime: timedelta, session: ServerSideSession, store_id: str) -> None:
+        if "tokens_key" not in session:
+            # Pending logins or a message only: kept as long as a login may take, not a whole session.
+            session_lifetime = timedelta(seconds=LOGIN_LIFETIME)
+        super()._upsert_session(session_lifetime, session, store_id)  # type: ignore[misc]
+
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         if not session.modified:
             # With SESSION_REFRESH_EACH_REQUEST off, Flask-Session would only add this header: skip the rest.
@@ -98,9 +106,6 @@ class StoreGuard:
             return
         try:
             super().save_session(app, session, response)  # type: ignore[misc]
-            if session and "tokens_key" not in session:
-                # Pending logins or a message only: keep it as long as a login may take.
-                self.expire(session.sid, LOGIN_LIFETIME)  # type: ignore[attr-defined]
         except STORE_ERRORS as error:
             log.error("The session store failed while saving a session (%s)", error.__class__.__name__)
             # The response would claim a change that was not stored: answer 503 instead.
@@ -118,9 +123,6 @@ class GuardedRedisSessionInterface(StoreGuard, RedisSessionInterface):
         super().__init__(app, **options)
         self.serializer = RecordSerializer()
         self.cache = cache
-
-    def expire(self, sid: str, seconds: int) -> None:
-        self.client.expire(self.key_prefix + sid, seconds)
 
     # The three storage methods are the ones Flask-Session's base class declares abstract for each
     # backend to implement; wrapping them is how a backend of its own reads through the cache.
@@ -150,9 +152,6 @@ class GuardedFileSessionInterface(StoreGuard, CacheLibSessionInterface):
         self.files = files
         self.tokens = tokens
         self.next_sweep = 0.0
-
-    def expire(self, sid: str, seconds: int) -> None:
-        self.files.expire(self.key_prefix + sid, seconds)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         super().save_session(app, session, response)

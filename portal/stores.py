@@ -210,10 +210,6 @@ class JsonFileCache:
         self._path(key).unlink(missing_ok=True)
         return True
 
-    def expire(self, key: str, seconds: float) -> None:
-        expires_at = time.time() + seconds
-        os.utime(self._path(key), (expires_at, expires_at))
-
     def sweep(self, now: float) -> int:
         """Remove expired records; return how many went."""
         return sweep_folder(self.directory, now, lambda entry: entry.stat().st_mtime <= now)
