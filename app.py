@@ -37,7 +37,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     logs.init_app(app)
     security.init_app(app)
     mediaflow.init_app(app)
-    tokens.init_app(app, sessions.init_app(app))
+    store = sessions.init_app(app)
+    tokens.init_app(app, store)
     if app.config["MEDIAFLOW_DEMO"]:
         app.logger.warning("Demo mode: signing in against the emulator at %s with its public demo client; "
                            "set MEDIAFLOW_CLIENT_ID for Mediaflow", app.config["MEDIAFLOW_TOKEN_URL"])

@@ -81,17 +81,16 @@ def callback() -> Any:
         # Also for an error: text from a callback this browser never started is nobody's to show.
         log.info("Login failed: unknown, expired or reused state")
         return render_template("errors/state.html"), 400
-    if request.args.get("error") or not request.args.get("code"):
-        # Authlib spends its own record of the state only in a code exchange: forget the login here.
-        _forget_login(state, pending)
     session[PENDING_LOGINS] = pending
     if request.args.get("error"):
+        _forget_login(state, pending)  # Authlib spends its own record of the state only in a code exchange
         error = request.args["error"][:MAX_ERROR_LENGTH]
         log.info("Login failed: Mediaflow answered %r", error)
         description = request.args.get("error_description", "")[:MAX_DESCRIPTION_LENGTH]
         template = "errors/denied.html" if error == "access_denied" else "errors/provider.html"
         return render_template(template, error=error, description=description), 400
     if not request.args.get("code"):
+        _forget_login(state, pending)
         log.info("Login failed: the callback has no code")
         return render_template("errors/provider.html", error="missing code", description=None), 400
     try:
@@ -177,8 +176,8 @@ def _pending_logins() -> dict[str, dict[str, Any]]:
 
 def _forget_login(state: str, pending: dict[str, dict[str, Any]]) -> None:
     pending.pop(state, None)
-    if state:
-        mediaflow.client().framework.clear_state_data(session, state)
+    # Authlib documents no way to drop a saved state; this is the call its own callback makes.
+    mediaflow.client().framework.clear_state_data(session, state)
 
 
 def _start_session(token: dict[str, Any]) -> None:
@@ -194,8 +193,10 @@ def _start_session(token: dict[str, Any]) -> None:
     except mediaflow.MediaflowError as error:
         log.warning("Login: could not read /me (%s); continuing without a name", error)
     now = service.clock()
+    if not session.get(PENDING_LOGINS):
+        session.pop(PENDING_LOGINS, None)
     session.update(tokens_key=service.start(token), user=user, login_at=now, seen_at=now)
-    # Only now: Flask-Session's regenerate skips an empty session, and Authlib has just emptied this one.
+    # Only now, with the session filled: Flask-Session's regenerate does nothing for an empty session.
     regenerate_id(session)
     log.info("Login succeeded for user %s", user["id"])
 
