@@ -241,22 +241,33 @@ def test_flask_cli_refuses_to_start_with_one_line_and_no_traceback(tmp_path: Pat
 COMPOSE_ONLY = {"REDIS_PASSWORD"}
 
 
-def documented_names() -> tuple[set[str], set[str]]:
-    """The settings README's Configuration table lists, and those .env.example sets."""
+def readme_rows() -> dict[str, str]:
+    """Each setting README's Configuration table names, with the meaning its row gives."""
     readme = (ROOT / "README.md").read_text()
     table = readme[readme.index("## Configuration"):readme.index("\n## ", readme.index("## Configuration") + 5)]
-    first_cells = [row.split("|")[1] for row in table.splitlines() if row.startswith("| `")]
-    in_readme = {name for cell in first_cells for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", cell)}
-    in_env = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.M)) - COMPOSE_ONLY
-    return in_readme, in_env
+    cells = [row.split("|") for row in table.splitlines() if row.startswith("| `")]
+    return {name: row[3] for row in cells for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row[1])}
+
+
+def env_example() -> dict[str, str]:
+    """What .env.example sets, by name (compose's own settings left out)."""
+    pairs = re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", (ROOT / ".env.example").read_text(), re.M)
+    return {name: value for name, value in pairs if name not in COMPOSE_ONLY}
 
 
 def test_readme_and_env_example_list_exactly_the_declared_settings() -> None:
     declared = {setting.name for setting in SETTINGS}
-    in_readme, in_env = documented_names()
-    assert in_readme == declared, (in_readme ^ declared)
-    assert in_env == declared, (in_env ^ declared)
+    rows, env = readme_rows(), env_example()
+    assert set(rows) == declared, (set(rows) ^ declared)
+    assert set(env) == declared, (set(env) ^ declared)
     assert len(SETTINGS) == len(declared)  # each declared once
+    for setting in SETTINGS:
+        assert setting.meaning in rows[setting.name], setting.name  # README says what the schema says
+
+
+def test_env_example_values_are_the_defaults() -> None:
+    shown = {name: value for name, value in env_example().items() if value}
+    assert settings_from_env(shown, dotenv_path=None) == {name: DEFAULTS[name] for name in shown}
 
 
 def test_every_setting_is_read_from_the_environment_by_its_schema() -> None:
