@@ -88,11 +88,21 @@ class StoreGuard:
             log.warning("A session record could not be read; a new, empty session starts")
             # Saved as an emptied session: Flask-Session deletes the record and the cookie.
             session.clear()
+        elif session:
+            session.loaded_sid = session.sid  # type: ignore[attr-defined]
         return session
+
+    def still_stored(self, store_id: str) -> bool:
+        """True while the store holds this record (each backend says how)."""
+        raise NotImplementedError
 
     # One of the three storage methods Flask-Session's base class declares for each backend: the place
     # where the record's lifetime in the store is chosen, in the same write.
     def _upsert_session(self, session_lifetime: timedelta, session: ServerSideSession, store_id: str) -> None:
+        if getattr(session, "loaded_sid", None) == session.sid and not self.still_stored(store_id):
+            # A logout elsewhere deleted this record while this request ran: writing it back would undo it.
+            log.info("A session ended while one of its requests ran; it is not written back")
+            return
         if "tokens_key" not in session:
             # Pending logins or a message only: kept as long as a login may take, not a whole session.
             session_lifetime = timedelta(seconds=LOGIN_LIFETIME)
@@ -126,6 +136,9 @@ class GuardedRedisSessionInterface(StoreGuard, RedisSessionInterface):
 
     # The three storage methods are the ones Flask-Session's base class declares abstract for each
     # backend to implement; wrapping them is how a backend of its own reads through the cache.
+    def still_stored(self, store_id: str) -> bool:
+        return bool(self.client.exists(store_id))
+
     def _retrieve_session_data(self, store_id: str) -> dict[str, Any] | None:
         if self.cache is None:
             data: dict[str, Any] | None = super()._retrieve_session_data(store_id)
@@ -152,6 +165,9 @@ class GuardedFileSessionInterface(StoreGuard, CacheLibSessionInterface):
         self.files = files
         self.tokens = tokens
         self.next_sweep = 0.0
+
+    def still_stored(self, store_id: str) -> bool:
+        return self.files.get(store_id) is not None
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         super().save_session(app, session, response)

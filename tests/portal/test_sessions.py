@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ from flask import Flask
 from portal.sessions import LOGIN_LIFETIME
 from portal.stores import SWEEP_INTERVAL
 from portal.tokens import TokenSet
-from tests.support import portal_login
+from tests.conftest import FakeClock
+from tests.support import Emulator, csrf_token, portal_login
 
 
 def test_the_session_cookie_is_found_among_other_cookies(client: Any) -> None:
@@ -79,3 +81,27 @@ def test_the_sweep_removes_expired_records_token_sets_and_idle_locks_only(make_a
     named = hashlib.sha256(key.encode()).hexdigest()
     assert tokens_left == sorted([f"{named}.json", f"{named}.lock"])
     assert client.get("/session").status_code == 200
+
+
+def test_a_request_in_flight_during_logout_does_not_bring_the_session_back(make_app: Callable[..., Flask],
+                                                                            backend: str, clock: FakeClock,
+                                                                            emulator: Emulator) -> None:
+    app = make_app(backend=backend, clock=clock)
+    browser = app.test_client()
+    portal_login(browser)
+    cookie = browser.get_cookie("mediaflow_portal").value
+    other_tab = app.test_client()
+    other_tab.set_cookie("mediaflow_portal", cookie)
+    clock.advance(61)  # the slow request will mark the session seen, so it writes the session back
+    emulator.fault(endpoint="api", kind="delay", delay=1.5)
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(other_tab.get, "/account")  # waits on Mediaflow's /me
+        deadline = time.monotonic() + 5
+        while emulator.stats()["in_flight"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        token = csrf_token(browser.get("/").text)
+        assert browser.post("/logout", data={"csrf_token": token}).status_code == 302
+        assert slow.result().status_code == 200  # it finishes after the logout, and saves its session
+    again = app.test_client()
+    again.set_cookie("mediaflow_portal", cookie)
+    assert again.get("/session").status_code == 302
