@@ -186,6 +186,7 @@ def _start_session(token: dict[str, Any]) -> None:
     old_key = session.pop("tokens_key", None)
     if old_key:
         service.forget(old_key)
+    key = service.start(token)  # before /me: the token's lifetime runs from when it arrived
     user = {"id": None, "name": "Mediaflow user"}
     try:
         me = mediaflow.fetch_me(token["access_token"])
@@ -195,7 +196,7 @@ def _start_session(token: dict[str, Any]) -> None:
     now = service.clock()
     if not session.get(PENDING_LOGINS):
         session.pop(PENDING_LOGINS, None)
-    session.update(tokens_key=service.start(token), user=user, login_at=now, seen_at=now)
+    session.update(tokens_key=key, user=user, login_at=now, seen_at=now)
     # Only now, with the session filled: Flask-Session's regenerate does nothing for an empty session.
     regenerate_id(session)
     log.info("Login succeeded for user %s", user["id"])

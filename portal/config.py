@@ -113,6 +113,8 @@ DEFAULTS: dict[str, Any] = {setting.name: setting.default for setting in SETTING
 
 LOOPBACK_HOSTS = ["localhost", "127.0.0.1"]
 
+# Words that only a person choosing a key by hand puts in it.
+TYPED_WORDS = ("changeme", "change-me", "password", "passw0rd", "qwerty", "asdf", "your-secret", "example")
 PLACEHOLDER_KEYS = {"change-me", "changeme", "secret", "dev", "development", "replace-me", "your-secret-key"}
 
 
@@ -269,19 +271,28 @@ def _check_secret_key(config: dict[str, Any]) -> None:
     if text.lower() in PLACEHOLDER_KEYS or len(text.encode()) < 32:
         raise ConfigError("SECRET_KEY is too short or a placeholder: use at least 32 random bytes")
     if _looks_typed(text):
-        raise ConfigError("SECRET_KEY is too regular to be random (fewer than 8 distinct characters, or mostly a run "
-                          "like aaaa, abcd or 0123): use at least 32 random bytes")
+        raise ConfigError("SECRET_KEY is too regular to be random (fewer than 8 distinct characters, a repeated "
+                          "chunk, a placeholder word, or mostly a run like aaaa, abcd or 0123): use at least 32 random "
+                          "bytes")
 
 
 def _looks_typed(key: str) -> bool:
-    """A key a person typed: few distinct characters, or three steps in four repeat or count by one."""
-    steps = [ord(b) - ord(a) for a, b in itertools.pairwise(key)]
+    """A key a person typed: few distinct characters, a chunk said again, a placeholder word, or mostly runs."""
+    lowered = key.lower()
+    steps = [ord(b) - ord(a) for a, b in itertools.pairwise(lowered)]
+    repeated = any(lowered == (lowered[:size] * len(lowered))[:len(lowered)]
+                   for size in range(1, len(lowered) // 2 + 1))
     # 32 random hex digits show fewer than 8 distinct ones about once in 10^7 keys.
-    return len(set(key)) < 8 or sum(step in (-1, 0, 1) for step in steps) * 4 >= len(steps) * 3
+    return (len(set(key)) < 8 or repeated or any(word in lowered for word in TYPED_WORDS)
+            or sum(step in (-1, 0, 1) for step in steps) * 4 >= len(steps) * 3)
 
 
 def _check_url(name: str, value: str, schemes: tuple[str, ...] = ("http", "https")) -> None:
     parts = urlsplit(value)
+    # A backslash, a space or a control character is read differently by urlsplit, requests and browsers
+    # ("http://evil.example\\@127.0.0.1/" goes to evil.example): none belongs in these URLs.
+    if re.search(r"[\\\s\x00-\x1f\x7f]", value):
+        raise ConfigError(f"{name}={_shown(value)!r} holds a backslash, a space or a control character")
     if parts.scheme not in schemes or (parts.scheme != "unix" and not parts.hostname):
         raise ConfigError(f"{name}={_shown(value)!r} is not a valid URL: expected {' or '.join(schemes)}://host/…")
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Flask, request
-from flask_wtf.csrf import CSRFProtect
+from flask import Flask, request, session
+from flask.sessions import NullSession
+from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import SecurityError
 from werkzeug.wrappers import Response
 
@@ -41,8 +42,13 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def check_csrf() -> None:
         # No endpoint: the URL or method matched no view, and the 404 or 405 says more than a CSRF error.
-        if request.method in checked_methods and request.endpoint:
-            csrf.protect()
+        # A session the store failed to load holds no token: auth.load_session's 503 says more, too.
+        if request.method in checked_methods and request.endpoint and not isinstance(session, NullSession):
+            try:
+                csrf.protect()
+            except ValueError:
+                # Flask-WTF's https check parses the Referer, and a malformed port raises.
+                raise CSRFError("The referrer header is malformed.") from None
 
     @app.after_request
     def default_headers(response: Response) -> Response:

@@ -53,7 +53,10 @@ def well_formed(record: dict[str, Any]) -> bool:
     """
     return (UNREADABLE not in record
             and all(isinstance(value, RECORD_SHAPE.get(name, dict)) for name, value in record.items())
-            and ("tokens_key" not in record or TOKENS_KEY.fullmatch(record["tokens_key"]) is not None))
+            and ("tokens_key" not in record or TOKENS_KEY.fullmatch(record["tokens_key"]) is not None)
+            # Flask's flashed messages: [category, message] pairs, which every page's template reads.
+            and all(isinstance(flash, list | tuple) and len(flash) == 2 and all(isinstance(part, str) for part in flash)
+                    for flash in record.get("_flashes", [])))
 
 
 class RecordSerializer(Serializer):

@@ -118,7 +118,8 @@ def sweep_folder(folder: Path, now: float, expired: Callable[[os.DirEntry[str]],
                 if gone:
                     os.unlink(entry.path)
                     removed += 1
-            except FileNotFoundError:
+            except OSError:
+                # Gone already, or not a file of ours (a folder someone made): the sweep goes on.
                 pass
     return removed
 

@@ -12,7 +12,7 @@ from flask import Flask
 
 from portal import sessions
 from tests.conftest import FakeClock, start_redis
-from tests.support import Emulator, portal_login, stop
+from tests.support import Emulator, csrf_token, portal_login, stop
 
 FAULTS = {
     "timeout": {"kind": "delay", "delay": 1.5},
@@ -100,6 +100,7 @@ def test_redis_stopped_while_the_portal_runs_is_a_503_and_the_session_survives(
         client = app.test_client()
         portal_login(client)
         assert client.get("/session").status_code == 200
+        token = csrf_token(client.get("/").text)
 
         server.client.shutdown(save=True)  # Redis writes its data to disk and stops
         server.process.wait(timeout=10)
@@ -110,6 +111,8 @@ def test_redis_stopped_while_the_portal_runs_is_a_503_and_the_session_survives(
             assert "Traceback" not in page.text
         assert client.get("/readyz").status_code == 503
         assert client.get("/healthz").status_code == 200
+        logout = client.post("/logout", data={"csrf_token": token})  # the store's 503, not "this form has expired"
+        assert logout.status_code == 503 and "cannot reach its session store" in logout.text
 
         server.client.close()
         server = start_redis(tmp_path, port=server.port)  # the same data folder: the session is back

@@ -95,6 +95,14 @@ BAD = [
     ({"SECRET_KEY": "0123456789" * 4}, "SECRET_KEY is too regular to be random"),
     ({"SECRET_KEY": "abcdefghijklmnopqrstuvwxyz0123456789"}, "SECRET_KEY is too regular to be random"),
     ({"SECRET_KEY": "kkkkkkkk-0123456789abcdefghijklmnopqrstuv"}, "SECRET_KEY is too regular to be random"),
+    ({"SECRET_KEY": "changeme-changeme-changeme-changeme"}, "SECRET_KEY is too regular to be random"),
+    ({"SECRET_KEY": "your-secret-key-your-secret-key-"}, "SECRET_KEY is too regular to be random"),
+    ({"SECRET_KEY": "Password1Password1Password1Password1"}, "SECRET_KEY is too regular to be random"),
+    ({"SECRET_KEY": "qwertyuiopasdfghjklzxcvbnm123456"}, "SECRET_KEY is too regular to be random"),
+    ({"SECRET_KEY": "aAbBcCdDeEfFgGhHiIjJkKlLmMnNoOpP"}, "SECRET_KEY is too regular to be random"),
+    ({"MEDIAFLOW_TOKEN_URL": "http://evil.example\\@127.0.0.1/1/oauth2/token"}, "holds a backslash, a space"),
+    ({"MEDIAFLOW_REDIRECT_URI": " https://portal.example/callback"}, "holds a backslash, a space"),
+    ({"MEDIAFLOW_API_BASE": "https://api.example/1\n"}, "holds a backslash, a space"),
     ({"TRUSTED_HOSTS": ["portal.example", "evil.example/x"]}, "TRUSTED_HOSTS='evil.example/x' is not a host name"),
 ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -71,13 +72,15 @@ def test_the_sweep_removes_expired_records_token_sets_and_idle_locks_only(make_a
     with store.lock("ended-session", timeout=1):
         pass
     (base / "sessions" / ".tmp-crashed").write_text("{}")  # a draft that a crash left behind
+    (base / "sessions" / "a-folder").mkdir()  # not ours: the sweep goes past it
+    os.utime(base / "sessions" / "a-folder", (0, 0))
     assert interface.sweep(time.time()) == 0  # nothing has expired yet, and a fresh draft may be in use
 
     removed = interface.sweep(time.time() + LOGIN_LIFETIME + SWEEP_INTERVAL + 1)
     sessions_left = sorted(p.name for p in (base / "sessions").iterdir())
     tokens_left = sorted(p.name for p in (base / "tokens").iterdir())
     assert removed == 20 + 1 + 2  # the abandoned logins, the draft, the ended token set and its lock
-    assert len(sessions_left) == 1  # the logged-in session
+    assert len(sessions_left) == 2 and "a-folder" in sessions_left  # and the logged-in session
     named = hashlib.sha256(key.encode()).hexdigest()
     assert tokens_left == sorted([f"{named}.json", f"{named}.lock"])
     assert client.get("/session").status_code == 200

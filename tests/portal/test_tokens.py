@@ -250,3 +250,11 @@ def test_a_refresh_lock_timeout_shows_the_mediaflow_page_and_keeps_the_session(
     assert page.status_code == 503 and "Mediaflow is not answering right now" in page.text
     assert "session store" not in page.text
     assert client.get("/session").status_code == 200
+
+
+def test_a_tokens_lifetime_runs_from_when_it_arrived_not_from_after_the_users_name(make_app: Callable[..., Flask],
+                                                                                   emulator: Emulator) -> None:
+    client = make_app("short").test_client()
+    emulator.fault(endpoint="api", kind="delay", delay=1.5)  # GET /me at the callback is slow
+    portal_login(client)
+    assert session_status(client)["expires_in"] <= 2  # a 4-second token, 1.5 s of which went on /me

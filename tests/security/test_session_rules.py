@@ -100,8 +100,8 @@ def test_a_view_that_sets_its_own_headers_keeps_them_once(make_app: Callable[...
 @pytest.mark.parametrize(
     ("referer", "status"),
     [("https://localhost/account", 302), (None, 400), ("https://evil.example/", 400), ("http://localhost/", 400),
-     ("https://localhost:8443/", 400)],
-    ids=["same-origin", "no-referer", "other-site", "same-host-plain-http", "other-port"],
+     ("https://localhost:8443/", 400), ("https://localhost:abc/", 400), ("https://[/", 400)],
+    ids=["same-origin", "no-referer", "other-site", "same-host-plain-http", "other-port", "bad-port", "bad-host"],
 )
 def test_logout_over_https_needs_a_referer_from_the_portal_itself(make_app: Callable[..., Flask],
                                                                  referer: str | None, status: int) -> None:
