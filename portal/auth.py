@@ -93,6 +93,10 @@ def callback() -> Any:
         _forget_login(state, pending)
         log.info("Login failed: the callback has no code")
         return render_template("errors/provider.html", error="missing code", description=None), 400
+    # Two callbacks of one login at once (tabs, workers, replicas) both found the state: one trades the code.
+    if not tokens.service().store.claim(f"state:{state}", LOGIN_LIFETIME):
+        log.info("Login failed: this login's state was already used")
+        return render_template("errors/state.html"), 400
     try:
         token = mediaflow.exchange_code()
     except mediaflow.StateMismatch:

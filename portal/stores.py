@@ -74,6 +74,27 @@ class FileTokenStore:
         except filelock.Timeout:
             raise LockTimeout("the token refresh lock was held too long") from None
 
+    def claim(self, name: str, ttl: int) -> bool:
+        """True for the first caller only, on every worker of this host, until ttl seconds have passed."""
+        path = self._path(name, ".claim")
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                try:
+                    if os.stat(path).st_mtime > time.time():
+                        return False
+                    path.unlink()  # an old claim the sweep has not reached yet
+                except FileNotFoundError:
+                    pass
+                continue
+            except OSError as error:
+                raise StoreUnavailable(f"the token folder cannot be written ({error.strerror})") from None
+            os.close(fd)
+            os.utime(path, (time.time() + ttl, time.time() + ttl))
+            return True
+        return False
+
     def ping(self) -> None:
         if not os.access(self.directory, os.W_OK):
             raise StoreUnavailable(f"the session folder {self.directory} is not writable")
@@ -159,6 +180,10 @@ class RedisTokenStore:
 
     def ping(self) -> None:
         self._call(self.client.ping)
+
+    def claim(self, name: str, ttl: int) -> bool:
+        """True for the first caller only, on every worker of every replica, until ttl seconds have passed."""
+        return bool(self._call(self.client.set, f"{self.prefix}claim:{name}", b"1", nx=True, ex=ttl))
 
     @staticmethod
     def _call(function: Any, *args: Any, **kwargs: Any) -> Any:

@@ -8,8 +8,10 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -441,3 +443,25 @@ def test_a_planted_token_set_ends_the_session_politely(make_app: Callable[..., F
     for _ in range(2):
         page = client.get("/account")
         assert page.status_code in (302, 401) and "Traceback" not in page.text
+
+
+def test_one_callback_sent_six_times_at_once_trades_the_code_once(app: Flask, emulator: Emulator) -> None:
+    client = app.test_client()
+    code, state = start_login(client)
+    cookie = client.get_cookie(COOKIE).value
+    tabs = []
+    for _ in range(6):
+        tab = app.test_client()
+        tab.set_cookie(COOKIE, cookie)
+        tabs.append(tab)
+    gate = threading.Barrier(len(tabs))
+
+    def deliver(tab: Any) -> int:
+        gate.wait()
+        return int(tab.get(f"/callback?code={code}&state={state}").status_code)
+
+    with ThreadPoolExecutor(len(tabs)) as pool:
+        statuses = sorted(pool.map(deliver, tabs))
+    assert statuses == [302, 400, 400, 400, 400, 400]
+    exchanges = emulator.stats()["token"]["authorization_code"]
+    assert exchanges["ok"] + exchanges["failed"] == 1  # Mediaflow saw the code once
