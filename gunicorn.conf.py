@@ -7,7 +7,7 @@ import sys
 # gunicorn reads this file before it changes directory: make the portal importable from anywhere.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from portal.config import DEFAULTS, ConfigError, check_bind, check_workers, settings_from_env
+from portal.config import DEFAULTS, ConfigError, check_bind, check_workers, configure, settings_from_env
 from portal.logs import redact_logger
 
 try:
@@ -43,9 +43,10 @@ def post_fork(server, worker):  # type: ignore[no-untyped-def]
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]
-    # Checked here, where the worker count and the bind addresses are known, before gunicorn opens its
-    # sockets; the app checks everything else itself.
+    # Checked here, before gunicorn opens its sockets: a setting the app would refuse makes every worker
+    # exit at boot, and gunicorn would boot them again and again instead of stopping with one line.
     try:
+        configure(dict(settings), os.path.join(os.path.dirname(os.path.abspath(__file__)), "instance"))
         check_workers(server.cfg.workers)
         check_bind(server.cfg.bind)
         # gunicorn itself would accept a certfile alone (key inside) or fail later on a keyfile alone.

@@ -77,15 +77,24 @@ def test_dockerfile_cmd_serves_health_readiness_and_a_login(emulator: Emulator, 
 
 
 @pytest.mark.gunicorn
-def test_filesystem_backend_with_several_workers_is_refused_at_start(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [({"GUNICORN_WORKERS": "4", "SESSION_BACKEND": "filesystem"}, "SESSION_BACKEND=filesystem with 4 workers"),
+     ({"MEDIAFLOW_CLIENT_SECRET": "a-secret-without-an-id"}, "MEDIAFLOW_CLIENT_SECRET is set without"),
+     ({"MEDIAFLOW_CLIENT_ID": "c", "MEDIAFLOW_CLIENT_SECRET": "s", "SECRET_KEY": "short"}, "SECRET_KEY is too short")],
+    ids=["filesystem-and-workers", "secret-without-id", "weak-secret-key"],
+)
+def test_a_setting_the_portal_refuses_stops_gunicorn_at_once_with_one_line(tmp_path: Path, settings: dict[str, str],
+                                                                          message: str) -> None:
     app_dir = stage_image(tmp_path / "image")
-    env = env_with(GUNICORN_WORKERS="4", GUNICORN_BIND=f"127.0.0.1:{PORTAL_PORTS[2]}", SESSION_BACKEND="filesystem")
+    env = env_with(GUNICORN_BIND=f"127.0.0.1:{PORTAL_PORTS[2]}", **settings)
     command = dockerfile_cmd()
     result = subprocess.run([str(Path(sys.executable).parent / "gunicorn"), *command[1:]], cwd=app_dir, env=env,
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode != 0
-    assert "SESSION_BACKEND=filesystem with 4 workers" in result.stderr
-    assert "Traceback" not in result.stderr
+    refusals = [line for line in result.stderr.splitlines() if "cannot start" in line]
+    assert len(refusals) == 1 and message in refusals[0], result.stderr  # once, not once per worker boot
+    assert "Booting worker" not in result.stderr and "Traceback" not in result.stderr
 
 
 def test_the_product_image_ships_no_emulator_and_a_plain_build_makes_it(tmp_path: Path) -> None:

@@ -79,7 +79,8 @@ def test_the_sweep_removes_expired_records_token_sets_and_idle_locks_only(make_a
     removed = interface.sweep(time.time() + LOGIN_LIFETIME + SWEEP_INTERVAL + 1)
     sessions_left = sorted(p.name for p in (base / "sessions").iterdir())
     tokens_left = sorted(p.name for p in (base / "tokens").iterdir())
-    assert removed == 20 + 1 + 2 + 1  # the abandoned logins, the draft, the ended token set and its lock, the spent state
+    # The abandoned logins, the draft, the ended token set and its lock, and the login's spent state.
+    assert removed == 20 + 1 + 2 + 1
     assert len(sessions_left) == 2 and "a-folder" in sessions_left  # and the logged-in session
     named = hashlib.sha256(key.encode()).hexdigest()
     assert tokens_left == sorted([f"{named}.json", f"{named}.lock"])
