@@ -170,19 +170,23 @@ def write_private(out: Path, text: str) -> None:
 def read_token(path: Path, field: str) -> str:
     """A token from a plain file, or from the `field` of a JSON token set; no message ever quotes the file."""
     try:
-        with path.open("rb") as handle:
+        # Not blocking, then only a regular file: a FIFO or a device would wait forever for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                fail(EXIT_SETTING, f"{path} is not a regular file")
             data = handle.read(MAX_TOKEN_FILE + 1)
     except OSError as error:
         fail(EXIT_SETTING, f"cannot read {path}: {error.strerror}")
     if len(data) > MAX_TOKEN_FILE:
         fail(EXIT_SETTING, f"{path} is larger than {MAX_TOKEN_FILE // 1024} KiB: not a token file")
     try:
-        text = data.decode("utf-8").strip()
+        text = data.decode("utf-8-sig").strip()  # an editor's byte-order mark is not part of the token
     except UnicodeDecodeError:
         fail(EXIT_SETTING, f"{path} is not text")
     if not text:
         fail(EXIT_SETTING, f"{path} is empty")
-    if text.startswith(("{", "[")):
+    if text.startswith(('"', "{", "[")):
         try:
             document = json.loads(text)
         except json.JSONDecodeError as error:
@@ -190,7 +194,7 @@ def read_token(path: Path, field: str) -> str:
             fail(EXIT_SETTING, f"{path} is not valid JSON (line {error.lineno}, column {error.colno})")
         except RecursionError:
             fail(EXIT_SETTING, f"{path} is not valid JSON (nested too deeply)")
-        value = document.get(field) if isinstance(document, dict) else None
+        value = document if isinstance(document, str) else document.get(field) if isinstance(document, dict) else None
         if not isinstance(value, str) or not TOKEN.fullmatch(value):
             fail(EXIT_SETTING, f"{path} is JSON without a usable {field!r}")
         return value

@@ -65,6 +65,17 @@ def test_refresh_from_a_token_file_keeps_the_old_refresh_token(run: Callable[...
     assert emulator.refreshes() == 1
 
 
+@pytest.mark.parametrize("form", ['{"refresh_token": "%s"}', '"%s"', "\ufeff%s\n", "  %s  "],
+                         ids=["token-set", "json-string", "byte-order-mark", "spaces"])
+def test_a_token_file_may_hold_the_token_in_each_usual_form(run: Callable[..., Any], tmp_path: Path,
+                                                            emulator: Emulator, form: str) -> None:
+    out = tmp_path / "token.json"
+    assert run("password", "--username", "demo", "--password-stdin", "--out", str(out), stdin="demo\n").exit_code == 0
+    (tmp_path / "token.txt").write_text(form % json.loads(out.read_text())["refresh_token"], encoding="utf-8")
+    result = run("refresh", "--refresh-token-file", str(tmp_path / "token.txt"))
+    assert result.exit_code == 0, result.stderr
+
+
 def test_refresh_from_the_environment_with_rotation_prints_the_new_refresh_token(run: Callable[..., Any],
                                                                                  tmp_path: Path) -> None:
     out = tmp_path / "token.json"
@@ -257,6 +268,11 @@ def make_folder(tmp_path: Path) -> Path:
     return tmp_path / "token.json"
 
 
+def make_fifo(tmp_path: Path) -> Path:
+    os.mkfifo(tmp_path / "token.fifo")
+    return tmp_path / "token.fifo"
+
+
 def make_symlink_loop(tmp_path: Path) -> Path:
     (tmp_path / "a").symlink_to(tmp_path / "b")
     (tmp_path / "b").symlink_to(tmp_path / "a")
@@ -267,7 +283,7 @@ BAD_TOKEN_FILES = [
     ("broken-json", write_bytes(f'{{"access_token": "{LEAK}", "refresh_token": "{LEAK}"'.encode()), "not valid JSON"),
     ("json-list", write_bytes(f'[{{"access_token": "{LEAK}", "refresh_token": "{LEAK}"}}]'.encode()), "JSON"),
     ("json-without-brace", write_bytes(f'"access_token": "{LEAK}", "refresh_token": "{LEAK}"}}'.encode()),
-     "not a token"),
+     "not valid JSON"),
     ("json-field-not-a-token", write_bytes(f'{{"access_token": "{LEAK}\\n{LEAK}", "refresh_token": '
                                            f'"{LEAK} {LEAK}"}}'.encode()), "without a usable"),
     ("deeply-nested-json", write_bytes(b'{"a": ' * 10000), "not valid JSON"),
@@ -277,6 +293,7 @@ BAD_TOKEN_FILES = [
     ("huge", write_bytes(LEAK.encode() * 50_000), "larger than 64 KiB"),
     ("empty", write_bytes(b"\n"), "is empty"),
     ("folder", make_folder, "cannot read"),
+    ("fifo", make_fifo, "not a regular file"),  # would wait for a writer forever
     ("symlink-loop", make_symlink_loop, "cannot read"),
     ("missing", lambda tmp_path: tmp_path / "missing.json", "cannot read"),
 ]
