@@ -75,25 +75,20 @@ class FileTokenStore:
             raise LockTimeout("the token refresh lock was held too long") from None
 
     def claim(self, name: str, ttl: int) -> bool:
-        """True for the first caller only, on every worker of this host, until ttl seconds have passed."""
-        path = self._path(name, ".claim")
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                try:
-                    if os.stat(path).st_mtime > time.time():
-                        return False
-                    path.unlink()  # an old claim the sweep has not reached yet
-                except FileNotFoundError:
-                    pass
-                continue
-            except OSError as error:
-                raise StoreUnavailable(f"the token folder cannot be written ({error.strerror})") from None
-            os.close(fd)
-            os.utime(path, (time.time() + ttl, time.time() + ttl))
+        """True for the first caller only, on every worker of this host; the sweep removes it after ttl seconds."""
+        fd, draft = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+        os.close(fd)
+        try:
+            os.utime(draft, (time.time() + ttl, time.time() + ttl))
+            # A link fails if the name exists: the claim appears whole, expiry included, or not at all.
+            os.link(draft, self._path(name, ".claim"))
             return True
-        return False
+        except FileExistsError:
+            return False
+        except OSError as error:
+            raise StoreUnavailable(f"the token folder cannot be written ({error.strerror})") from None
+        finally:
+            os.unlink(draft)
 
     def ping(self) -> None:
         if not os.access(self.directory, os.W_OK):
