@@ -96,6 +96,13 @@ BAD = [
     ({"SECRET_KEY": "abcdefghijklmnopqrstuvwxyz0123456789"}, "SECRET_KEY is too regular to be random"),
     ({"SECRET_KEY": "kkkkkkkk-0123456789abcdefghijklmnopqrstuv"}, "SECRET_KEY is too regular to be random"),
     ({"TRUSTED_HOSTS": ["portal.example", "evil.example/x"]}, "TRUSTED_HOSTS='evil.example/x' is not a host name"),
+    # The gate (portal/gate.py).
+    ({"GATE_AUTH_PATH": "auth"}, "GATE_AUTH_PATH='auth' is not a path like /auth"),
+    ({"GATE_AUTH_PATH": "/auth/../x?y"}, "GATE_AUTH_PATH="),
+    ({"GATE_ALLOWED_REDIRECT_HOSTS": ["app.example", "https://evil.example"]},
+     "GATE_ALLOWED_REDIRECT_HOSTS='https://evil.example' is not a host name"),
+    ({"SESSION_COOKIE_DOMAIN": "com"}, "SESSION_COOKIE_DOMAIN='com' is not a domain with a dot"),
+    ({"SESSION_COOKIE_DOMAIN": "example.com/x"}, "SESSION_COOKIE_DOMAIN="),
 ]
 
 
