@@ -142,14 +142,16 @@ def auth() -> Response:
 def userinfo() -> Response:
     """Return the logged-in user's facts as JSON, or a 401 JSON body."""
     if g.user is None:
-        response = jsonify(error="unauthorized")
-        response.status_code = 401
-        return response
+        return unauthorized()
     return jsonify({field: g.user.get(field) for field in ("id", "username", "email", "name", "customerId")})
 
 
 def unauthorized() -> Response:
-    """The gate's answer for no live session: a status for nginx, never a page or a redirect."""
+    """The gate's answer for no live session: a status (and JSON for /userinfo), never a page or a redirect."""
+    if request.endpoint == "gate.userinfo":
+        response = jsonify(error="unauthorized")
+        response.status_code = 401
+        return response
     return Response("Unauthorized\n", 401, mimetype="text/plain")
 
 

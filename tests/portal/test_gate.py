@@ -105,11 +105,23 @@ def test_a_session_started_under_older_lists_ends_when_they_no_longer_pass(
     if still_in:
         assert new.get("/auth").status_code == 202
         return
-    page = new.get("/")
-    assert page.status_code == 401 and "now for another organisation" in page.text
+    ended = new.get("/userinfo")
+    assert ended.status_code == 401 and ended.json == {"error": "unauthorized"}
     assert new.get("/auth").status_code == 401
     assert stored_token_sets(after) == 0
     assert emulator.stats()["api"].get("/1/me", 0) == calls  # checked from the session, without asking Mediaflow
+
+
+def test_a_page_of_a_session_the_lists_no_longer_pass_says_why(make_app: Callable[..., Flask]) -> None:
+    before = make_app(ALLOWED_CUSTOMER_IDS=["1"])
+    after = make_app(ALLOWED_CUSTOMER_IDS=["2"])
+    old = before.test_client()
+    portal_login(old)
+    new = after.test_client()
+    new.set_cookie("mediaflow_portal", old.get_cookie("mediaflow_portal").value)  # type: ignore[union-attr]
+    page = new.get("/account")
+    assert page.status_code == 401 and "now for another organisation" in page.text
+    assert new.get("/account").status_code == 302  # ended: now simply logged out
 
 
 def test_auth_answers_202_with_the_users_headers_and_401_without_a_session(client: Any) -> None:
