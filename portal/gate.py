@@ -121,21 +121,23 @@ def restricted() -> bool:
 
 def auth() -> Response:
     """Answer nginx's auth_request: 202 with the user's headers for a live session, else 401."""
-    if g.user is None:
+    user = g.user
+    if user is None:
         return unauthorized()
-    response = Response("", 202, mimetype="text/plain")
+    # One list handed to the response: no header is looked up, and nothing else is added (security.py skips /auth).
+    headers = [("Cache-Control", "no-store")]
     for header, field in HEADERS.items():
-        value = header_value(g.user.get(field), MAX_HEADER_LENGTH)
+        value = header_value(user.get(field), MAX_HEADER_LENGTH)
         if value:
-            response.headers[header] = value
+            headers.append((header, value))
     if current_app.config["GATE_PASS_ACCESS_TOKEN"]:
         token = header_value(g.tokens.access_token, MAX_TOKEN_LENGTH)
         if token == g.tokens.access_token:
-            response.headers[TOKEN_HEADER] = token
+            headers.append((TOKEN_HEADER, token))
         else:
             # Never a part of a token: an app would get a broken one and fail in a confusing way.
             log.warning("Gate: the access token cannot be sent as a header (too long or unusual characters)")
-    return response
+    return Response(b"", 202, headers, mimetype="text/plain")
 
 
 @bp.get("/userinfo")
@@ -157,7 +159,10 @@ def unauthorized() -> Response:
 
 def header_value(value: Any, limit: int) -> str:
     """value as header text: control characters (CR, LF, …) dropped, at most limit characters, UTF-8 on the wire."""
-    text = "".join(c for c in _text(value) if c.isprintable())[:limit].strip()
+    text = _text(value)
+    if not text.isprintable():  # CR, LF and every other control or separator character
+        text = "".join(c for c in text if c.isprintable()).strip()
+    text = text[:limit]
     # WSGI carries header bytes as Latin-1 text; this sends the UTF-8 bytes of the name unchanged.
     return text.encode("utf-8").decode("latin-1")
 

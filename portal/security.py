@@ -39,6 +39,9 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def default_headers(response: Response) -> Response:
+        if request.endpoint == "gate.auth":
+            # nginx keeps only its status and X-Auth-Request-* headers, on every request to an app: no page here.
+            return response
         for name, value in HEADERS.items():
             response.headers.setdefault(name, value)
         return response
