@@ -124,6 +124,8 @@ DEFAULTS: dict[str, Any] = {setting.name: setting.default for setting in SETTING
 
 
 LOOPBACK_HOSTS = ["localhost", "127.0.0.1"]
+# The portal's own pages and endpoints, which GATE_AUTH_PATH must not take over.
+PORTAL_PATHS = ("/login", "/callback", "/logout", "/account", "/session", "/healthz", "/readyz", "/userinfo")
 
 PLACEHOLDER_KEYS = {"change-me", "changeme", "secret", "dev", "development", "replace-me", "your-secret-key"}
 
@@ -206,6 +208,8 @@ def _check_gate(config: dict[str, Any]) -> None:
     path = config["GATE_AUTH_PATH"]
     if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", path or ""):
         raise ConfigError(f"GATE_AUTH_PATH={path!r} is not a path like /auth")
+    if path in PORTAL_PATHS or path.startswith("/static/"):
+        raise ConfigError(f"GATE_AUTH_PATH={path!r} is one of the portal's own paths: choose another, like /auth")
     for name in ("GATE_ALLOWED_REDIRECT_HOSTS",):
         for host in config.get(name) or []:
             if not re.fullmatch(r"\.?[A-Za-z0-9.-]+", host):
