@@ -18,8 +18,8 @@ lint: $(STAMP)
 	$(BIN)/hadolint Dockerfile
 
 bench: $(STAMP) ## Measure the portal's overhead (see docs/BENCHMARKS.md)
-	@command -v wrk >/dev/null && command -v redis-server >/dev/null || \
-		(apt-get update -qq && apt-get install -y -qq wrk redis-server)
+	@command -v wrk >/dev/null && command -v redis-server >/dev/null && command -v nginx >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq wrk redis-server nginx)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.login_flood
 

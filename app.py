@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from portal import auth, cli, errors, health, logs, mediaflow, pages, security, sessions, tokens
+from portal import auth, cli, errors, gate, health, logs, mediaflow, pages, security, sessions, tokens
 from portal.config import DEFAULTS, ConfigError, configure, settings_from_env
 
 
@@ -43,10 +43,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.logger.warning("Demo mode: signing in against the emulator at %s with its public demo client; "
                            "set MEDIAFLOW_CLIENT_ID for Mediaflow", app.config["MEDIAFLOW_TOKEN_URL"])
 
-    # 3. Blueprints: login and logout, the pages, health checks; then the error pages.
+    # 3. Blueprints: login and logout, the pages, health checks, the gate for other apps (and who may
+    #    enter); then the error pages.
     app.register_blueprint(auth.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(health.bp)
+    gate.init_app(app)
     errors.init_app(app)
 
     # 4. Before every request: load the session's token set and refresh it when due.

@@ -14,4 +14,10 @@ def create_app() -> Flask:
         """Answer like the portal's /session, without a session."""
         return jsonify(user={"id": 1, "name": "Demo User"}, tokens={"expires_in": 3600})
 
+    @app.get("/auth")
+    def auth() -> ResponseReturnValue:
+        """Answer like the portal's /auth for a live session, without a session."""
+        return "", 202, {"X-Auth-Request-User": "demo", "X-Auth-Request-Email": "demo@example.com",
+                         "X-Auth-Request-Name": "Demo User", "X-Auth-Request-Customer-Id": "1"}
+
     return app

@@ -1,8 +1,9 @@
 """`make bench`: what the portal costs on top of a bare Flask route, measured on loopback.
 
 Starts Redis, the emulator, the portal under gunicorn (filesystem and Redis backends), a bare Flask
-app and a minimal Flask-Dance app, all with the same gunicorn settings; drives load with wrk from a
-second process; prints one table. See docs/BENCHMARKS.md for a recorded run.
+app and a minimal Flask-Dance app, all with the same gunicorn settings, and nginx in front of the
+bare app with and without auth_request to the portal's /auth; drives load with wrk from a second
+process; prints one table. See docs/BENCHMARKS.md for a recorded run.
 """
 
 from __future__ import annotations
@@ -60,12 +61,12 @@ class Stack:
 @contextmanager
 def running_stack() -> Iterator[Stack]:
     """Start Redis, the emulator and four gunicorn apps; stop them all afterwards."""
-    for tool in ("wrk", "redis-server"):
+    for tool in ("wrk", "redis-server", "nginx"):
         if not shutil.which(tool):
-            sys.exit(f"bench: {tool} is missing (apt-get install wrk redis-server)")
+            sys.exit(f"bench: {tool} is missing (apt-get install wrk redis-server nginx)")
     work = Path(tempfile.mkdtemp(prefix="portal-bench-"))
     names = ("redis", "emulator", "filesystem", "redis-portal", "redis-uncached", "redis-large", "rotating", "bare",
-             "dance")
+             "dance", "nginx", "nginx-gate")
     ports = {name: free_port() for name in names}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     callbacks = [f"{urls[n]}/callback" for n in ("filesystem", "redis-portal", "redis-uncached", "redis-large",
@@ -132,6 +133,15 @@ def running_stack() -> Iterator[Stack]:
         gunicorn("dance", "bench.flask_dance_app:create_app()", SECRET_KEY=SECRET, MEDIAFLOW_CLIENT_ID="dance",
                  MEDIAFLOW_CLIENT_SECRET="bench-secret-0123456789", MEDIAFLOW_EMULATOR_URL=urls["emulator"],
                  OAUTHLIB_INSECURE_TRANSPORT="1")
+        # nginx in front of the bare route: plainly, and with auth_request to the Redis portal's /auth,
+        # as in README's "Protecting other apps" (without TLS, which would cost the same in both).
+        prefix = work / "nginx"
+        prefix.mkdir()
+        (prefix / "nginx.conf").write_text(nginx_config(prefix, ports, urls))
+        proxy = spawn([shutil.which("nginx") or "nginx", "-c", str(prefix / "nginx.conf"), "-p", f"{prefix}/",
+                       "-e", str(prefix / "error.log"), "-g", "daemon off;"])
+        wait_for(f"{urls['nginx']}/session", proxy)
+        masters["nginx"] = proxy.pid
         assert server.poll() is None
         yield Stack(work, redis_url, urls["emulator"], urls, masters)
     finally:
@@ -140,6 +150,59 @@ def running_stack() -> Iterator[Stack]:
         for child in children:
             child.wait()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def nginx_config(prefix: Path, ports: dict[str, int], urls: dict[str, str]) -> str:
+    """One worker, like the apps; the gate server uses the README's auth_request directives."""
+    # As root, nginx's workers would run as an unprivileged user that cannot enter the 0700 temp folder.
+    user = "user root;" if os.geteuid() == 0 else ""
+    temp = "\n".join(f"    {kind}_temp_path {prefix / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi",
+                                                                            "scgi"))
+    return f"""{user}
+worker_processes 1;
+pid {prefix / "nginx.pid"};
+events {{ worker_connections 1024; }}
+http {{
+    access_log {prefix / "access.log"};
+{temp}
+    upstream bare {{ server 127.0.0.1:{ports["bare"]}; keepalive 16; }}
+    upstream gate_portal {{ server 127.0.0.1:{ports["redis-portal"]}; keepalive 16; }}
+    server {{
+        listen 127.0.0.1:{ports["nginx"]};
+        location / {{
+            proxy_pass http://bare;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{ports["nginx-gate"]};
+        location = /_portal_auth {{
+            internal;
+            proxy_pass http://gate_portal/auth;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header Host 127.0.0.1;
+        }}
+        location / {{
+            auth_request /_portal_auth;
+            auth_request_set $auth_user $upstream_http_x_auth_request_user;
+            auth_request_set $auth_email $upstream_http_x_auth_request_email;
+            auth_request_set $auth_name $upstream_http_x_auth_request_name;
+            auth_request_set $auth_customer $upstream_http_x_auth_request_customer_id;
+            proxy_pass http://bare;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Auth-Request-User $auth_user;
+            proxy_set_header X-Auth-Request-Email $auth_email;
+            proxy_set_header X-Auth-Request-Name $auth_name;
+            proxy_set_header X-Auth-Request-Customer-Id $auth_customer;
+        }}
+    }}
+}}
+"""
 
 
 def sign_in(authorize_url: str) -> str:
@@ -331,13 +394,17 @@ def main() -> None:
             browser = login() if login else log_in(stack.urls[name])
             return Target(f"{stack.urls[name]}/session", cookie_header(browser), stack.masters[name])
 
+        redis_page = page("redis-portal")
         runs = interleaved({
             "bare": Target(f"{stack.urls['bare']}/session", None, stack.masters["bare"]),
             "filesystem": page("filesystem"),
-            "redis": page("redis-portal"),
+            "redis": redis_page,
             "redis-large": page("redis-large"),
             "redis-uncached": page("redis-uncached"),
             "dance": page("dance", dance_login),
+            # The gate: the portal's /auth against a bare route that answers the same empty 202.
+            "auth": Target(f"{stack.urls['redis-portal']}/auth", redis_page.cookie, redis_page.master),
+            "bare-auth": Target(f"{stack.urls['bare']}/auth", None, stack.masters["bare"]),
         })
         bare = runs["bare"]
         rows.append(("1 throughput: bare Flask route", *summary(bare)))
@@ -365,6 +432,24 @@ def main() -> None:
         dance_refresh = refresh_under_load(stack, f"{stack.urls['dance']}/me", dance_login)
         rows.append(("5 Flask-Dance: refresh under load, 64 parallel", f"{dance_refresh['refreshes']:.0f} "
                      f"refresh(es), {dance_refresh['failed_requests']:.0f} failed", ""))
+
+        rows.append(("6 gate: /auth, Redis backend (vs bare 202)", *summary(runs["auth"], runs["bare-auth"])))
+        rows.append(("6 gate: /auth, Redis backend (vs bare page)", *summary(runs["auth"], bare)))
+
+        # What nginx's auth_request adds to each request of a protected app: the same upstream, with and without.
+        proxied = interleaved({
+            "bare": Target(f"{stack.urls['bare']}/session", None, stack.masters["bare"]),
+            "nginx": Target(f"{stack.urls['nginx']}/session", None, stack.masters["nginx"]),
+            "nginx-gate": Target(f"{stack.urls['nginx-gate']}/session", redis_page.cookie, stack.masters["nginx"]),
+        })
+        rows.append(("7 nginx → bare route", *summary(proxied["nginx"], proxied["bare"])))
+        rows.append(("7 nginx + auth_request → bare route", *summary(proxied["nginx-gate"], proxied["bare"])))
+        pairs = list(zip(proxied["nginx-gate"], proxied["nginx"], strict=True))
+        added = statistics.median(gated["p50"] - plain["p50"] for gated, plain in pairs)
+        gate_ratio = statistics.median(gated["rps"] / plain["rps"] for gated, plain in pairs)
+        rows.append(("7 auth_request's cost per protected request",
+                     f"p50 +{added:.2f} ms; throughput {gate_ratio:.2f} of nginx without auth_request "
+                     "(CPU above: nginx's worker only)", f"{gate_ratio:.2f}"))
 
     width = max(len(r[0]) for r in rows)
     print(f"\nworkers={WORKERS} threads={THREADS}; wrk -t1 -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s, "

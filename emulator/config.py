@@ -147,14 +147,19 @@ def _client(reader: _Reader, raw: Any, where: str) -> Client:
 
 
 def _user(reader: _Reader, raw: Any, where: str, number: int) -> User:
-    item = reader.mapping(raw, where, {"username", "password", "name", "email"}, required={"username", "password"})
+    item = reader.mapping(raw, where, {"username", "password", "name", "email", "customer_id"},
+                          required={"username", "password"})
     username = reader.text(item["username"], f"{where}.username")
+    customer_id = item.get("customer_id", 1)
+    if isinstance(customer_id, bool) or not isinstance(customer_id, int) or customer_id <= 0:
+        reader.fail(f"{where}.customer_id", "must be a positive whole number")
     return User(
         id=number,
         username=username,
         password=reader.text(item["password"], f"{where}.password"),
         name=reader.text(item.get("name", username), f"{where}.name"),
         email=reader.text(item.get("email", f"{username}@example.com"), f"{where}.email"),
+        customer_id=customer_id,
     )
 
 

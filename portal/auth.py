@@ -13,7 +13,7 @@ from flask import Blueprint, abort, current_app, flash, g, redirect, render_temp
 from flask.sessions import NullSession
 from werkzeug.wrappers import Response
 
-from . import mediaflow, tokens
+from . import gate, mediaflow, tokens
 from .sessions import LOGIN_LIFETIME, regenerate_id
 from .tokens import SessionEnded, StoreUnavailable
 
@@ -60,7 +60,9 @@ def login() -> Response:
     """Send the browser to Mediaflow's login page with a fresh state."""
     state = secrets.token_urlsafe(32)
     pending = _pending_logins()
-    pending[state] = {"next": safe_next_url(request.args.get("next")), "at": tokens.service().clock()}
+    next_url = request.args.get("next")
+    pending[state] = {"next": safe_next_url(next_url) or gate.safe_absolute_next(next_url),
+                      "at": tokens.service().clock()}
     for old in sorted(pending, key=lambda s: pending[s]["at"])[:-MAX_PENDING_LOGINS]:
         _forget_login(old, pending)
     session[PENDING_LOGINS] = pending
@@ -161,6 +163,9 @@ def load_session() -> Any:
     except SessionEnded:
         return _session_ended("mediaflow")
     g.user = saved.get("user")
+    if gate.policy().refusal(g.user):
+        # Started under allow-lists that named this user; the current ones do not.
+        return _session_ended("refused")
     if now - seen_at > min(SEEN_RESOLUTION, config["SESSION_IDLE_TIMEOUT"] / 10):
         session["seen_at"] = now
     return None
@@ -190,13 +195,19 @@ def _start_session(token: dict[str, Any]) -> None:
     old_key = session.pop("tokens_key", None)
     if old_key:
         service.forget(old_key)
-    key = service.start(token)  # before /me: the token's lifetime runs from when it arrived
-    user = {"id": None, "name": "Mediaflow user"}
+    for name in ("user", "login_at", "seen_at"):
+        session.pop(name, None)
+    received = service.clock()  # the token's lifetime runs from when it arrived, not from after /me
+    user: dict[str, Any] = {"id": None, "name": "Mediaflow user"}
     try:
-        me = mediaflow.fetch_me(token["access_token"])
-        user = {"id": me.get("id"), "name": mediaflow.display_name(me)}
+        user = gate.facts(mediaflow.fetch_me(token["access_token"]))
     except mediaflow.MediaflowError as error:
+        if gate.restricted():
+            raise mediaflow.MediaflowUnavailable("could not read /me to check who may enter") from None
         log.warning("Login: could not read /me (%s); continuing without a name", error)
+    # Before anything is stored: a refused account gets no session and no token set.
+    gate.admit(user)
+    key = service.start(token, received)
     now = service.clock()
     if not session.get(PENDING_LOGINS):
         session.pop(PENDING_LOGINS, None)
@@ -214,5 +225,7 @@ def _session_ended(reason: str) -> Any:
     for name in ("user", "login_at", "seen_at"):
         session.pop(name, None)
     log.info("Session ended (%s)", reason)
+    if gate.answers_plainly():
+        return gate.unauthorized()
     next_url = safe_next_url(request.full_path.rstrip("?")) if request.method == "GET" else None
     return render_template("errors/session_ended.html", reason=reason, next_url=next_url), 401

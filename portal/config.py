@@ -68,6 +68,11 @@ def _hosts(name: str, raw: str) -> list[str]:
     return [host.strip() for host in raw.split(",") if host.strip()]
 
 
+def _names(name: str, raw: str) -> list[str]:
+    # Mediaflow's ids, domains and usernames compare without regard to case or surrounding spaces.
+    return [item.strip().lower() for item in raw.split(",") if item.strip()]
+
+
 SETTINGS = [
     Setting("MEDIAFLOW_CLIENT_ID", _text, None, "client id from Mediaflow"),
     Setting("MEDIAFLOW_CLIENT_SECRET", _text, None, "client secret; required with a client id, refused without one"),
@@ -99,6 +104,15 @@ SETTINGS = [
             "reverse proxies whose `X-Forwarded-*` and `X-Request-ID` headers are trusted"),
     Setting("TRUSTED_HOSTS", _hosts, None, "host names the portal answers to besides"),
     Setting("LOG_FORMAT", _text, "text", "`text` or `json`"),
+    # Who may enter (portal/gate.py): a person passes if any list that is set names them; none set, everyone.
+    Setting("ALLOWED_CUSTOMER_IDS", _names, None, "Mediaflow customerId values whose users may enter"),
+    Setting("ALLOWED_EMAIL_DOMAINS", _names, None, "e-mail domains whose users may enter"),
+    Setting("ALLOWED_USERS", _names, None, "usernames or e-mail addresses that may enter"),
+    # The gate for other apps (nginx auth_request).
+    Setting("GATE_AUTH_PATH", _text, "/auth", "path of the auth_request endpoint"),
+    Setting("GATE_PASS_ACCESS_TOKEN", _boolean, False, "send the access token to protected apps"),
+    Setting("GATE_ALLOWED_REDIRECT_HOSTS", _hosts, None, "hosts /login?next= may send people back to"),
+    Setting("SESSION_COOKIE_DOMAIN", _text, None, "share the session cookie with subdomains of this domain"),
     # Read by gunicorn.conf.py.
     Setting("GUNICORN_BIND", _text, "0.0.0.0:8000", "address gunicorn serves on"),
     Setting("GUNICORN_WORKERS", _integer, 2, "worker processes"),
@@ -112,6 +126,8 @@ DEFAULTS: dict[str, Any] = {setting.name: setting.default for setting in SETTING
 
 
 LOOPBACK_HOSTS = ["localhost", "127.0.0.1"]
+# The portal's own pages and endpoints, which GATE_AUTH_PATH must not take over.
+PORTAL_PATHS = ("/login", "/callback", "/logout", "/account", "/session", "/healthz", "/readyz", "/userinfo")
 
 # Words that only a person choosing a key by hand puts in it.
 TYPED_WORDS = ("changeme", "change-me", "password", "passw0rd", "qwerty", "asdf", "your-secret", "example")
@@ -163,6 +179,7 @@ def configure(config: dict[str, Any], instance_path: str) -> None:
         if not config.get("REDIS_URL"):
             raise ConfigError("REDIS_URL is not set: SESSION_BACKEND=redis needs it, e.g. redis://localhost:6379/0")
         _check_url("REDIS_URL", config["REDIS_URL"], schemes=("redis", "rediss", "unix"))
+    _check_gate(config)
     if config["LOG_FORMAT"] not in ("text", "json"):
         raise ConfigError(f"LOG_FORMAT={config['LOG_FORMAT']!r} is not supported: use 'text' or 'json'")
     for name in ("MEDIAFLOW_REFRESH_LEEWAY", "TRUSTED_PROXY_COUNT"):
@@ -189,6 +206,22 @@ def trusted_hosts(config: Mapping[str, Any]) -> list[str]:
     if redirect_host:
         names.insert(0, redirect_host)
     return list(dict.fromkeys([*LOOPBACK_HOSTS, *(name.lower() for name in names)]))
+
+
+def _check_gate(config: dict[str, Any]) -> None:
+    path = config["GATE_AUTH_PATH"]
+    if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", path or ""):
+        raise ConfigError(f"GATE_AUTH_PATH={path!r} is not a path like /auth")
+    if path in PORTAL_PATHS or path.startswith("/static/"):
+        raise ConfigError(f"GATE_AUTH_PATH={path!r} is one of the portal's own paths: choose another, like /auth")
+    for name in ("GATE_ALLOWED_REDIRECT_HOSTS",):
+        for host in config.get(name) or []:
+            if not re.fullmatch(r"\.?[A-Za-z0-9.-]+", host):
+                raise ConfigError(f"{name}={host!r} is not a host name: list names like app.example.com, "
+                                  "separated by commas")
+    domain = config.get("SESSION_COOKIE_DOMAIN")
+    if domain and not re.fullmatch(r"\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", domain):
+        raise ConfigError(f"SESSION_COOKIE_DOMAIN={domain!r} is not a domain with a dot, like example.com")
 
 
 def _enter_demo_mode(config: dict[str, Any], instance_path: str) -> None:

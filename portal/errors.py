@@ -8,7 +8,10 @@ from typing import Any
 from flask import Flask, current_app, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, SecurityError
+from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.wrappers import Response
 
+from .gate import Refused, answers_plainly
 from .mediaflow import MediaflowUnavailable
 from .tokens import LockTimeout, RefreshFailed, StoreUnavailable
 
@@ -23,6 +26,8 @@ PAGES: dict[type[Exception], tuple[int | None, str, int, str]] = {
     # Another request of this session is still waiting on Mediaflow: Mediaflow is slow, the store is fine.
     LockTimeout: (503, "errors/mediaflow.html", logging.WARNING, "Mediaflow slow"),
     StoreUnavailable: (503, "errors/store.html", logging.ERROR, "Session store unavailable"),
+    # The allow-lists do not name this account (portal/gate.py); the page names the account it signed in with.
+    Refused: (403, "errors/refused.html", logging.WARNING, "Login refused"),
 }
 
 
@@ -40,14 +45,16 @@ def init_app(app: Flask) -> None:
 
 
 def expected_failure(error: Exception) -> Any:
-    status, page, level, label = next(PAGES[kind] for kind in type(error).__mro__ if kind in PAGES)
-    status = status or getattr(error, "status", 503)
+    fixed, page, level, label = next(PAGES[kind] for kind in type(error).__mro__ if kind in PAGES)
+    status = int(fixed or getattr(error, "status", None) or 503)
     log.log(level, "%s on %s: %s", label, request.path, error)
-    return render_template(page, status=status), status
+    return _answer(page, status, error=error)
 
 
 def untrusted_host(error: SecurityError) -> Any:
     log.warning("Untrusted Host header on %s", request.path)
+    if answers_plainly():
+        return _answer("errors/http.html", 400)
     return current_app.extensions["portal_untrusted_host_page"], 400
 
 
@@ -55,10 +62,17 @@ def http_error(error: HTTPException) -> Any:
     status = error.code or 500
     # Keep the exception's headers (Allow on a 405, Retry-After on a 503); the page brings its own type.
     headers = [(name, value) for name, value in error.get_headers() if name.lower() != "content-type"]
-    return render_template("errors/http.html", status=status, error=error), status, headers
+    return _answer("errors/http.html", status, headers, error=error)
 
 
 def internal_error(error: InternalServerError) -> Any:
     original = error.original_exception
     log.error("Unexpected error on %s: %s", request.path, original.__class__.__name__ if original else error)
-    return render_template("errors/http.html", status=500, error=error), 500
+    return _answer("errors/http.html", 500, error=error)
+
+
+def _answer(page: str, status: int, headers: list[tuple[str, str]] | None = None, **context: Any) -> Any:
+    """The error page, or on the gate's endpoints only the status: nginx reads nothing else."""
+    if answers_plainly():
+        return Response(f"{HTTP_STATUS_CODES.get(status, 'Error')}\n", status, headers, mimetype="text/plain")
+    return render_template(page, status=status, **context), status, headers or []

@@ -52,6 +52,9 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def default_headers(response: Response) -> Response:
+        if request.endpoint == "gate.auth":
+            # nginx keeps only its status and X-Auth-Request-* headers, on every request to an app: no page here.
+            return response
         # setdefault, in one pass: Werkzeug's Headers.setdefault reads all headers again for each name.
         present = {name.lower() for name, _value in response.headers}
         response.headers.extend([(name, value) for name, value in HEADERS.items() if name.lower() not in present])

@@ -189,6 +189,16 @@ class GuardedFileSessionInterface(StoreGuard, CacheLibSessionInterface):
             return 0
 
 
+def cookie_name(secure: bool, domain: str | None) -> str:
+    """The session cookie's name: with the strongest prefix the browser allows for these settings."""
+    if not secure:
+        return "mediaflow_portal"  # a browser refuses either prefix without Secure
+    # __Host-: a browser takes the cookie only from this host over https, so a sibling subdomain or a
+    # plain-http answer cannot plant a session id; it needs exactly Secure, Path=/ and no Domain.
+    # A cookie shared with subdomains (the gate) can only be __Secure-: https, but any subdomain may set it.
+    return "__Secure-mediaflow_portal" if domain else "__Host-mediaflow_portal"
+
+
 def init_app(app: Flask) -> TokenStore:
     """Attach Flask-Session's interface for SESSION_BACKEND; return the token store on the same backend."""
     config = app.config
@@ -196,11 +206,9 @@ def init_app(app: Flask) -> TokenStore:
         SESSION_PERMANENT=True,
         # A minute past the absolute lifetime, so auth.load_session ends it politely before the store drops it.
         PERMANENT_SESSION_LIFETIME=timedelta(seconds=config["SESSION_MAX_LIFETIME"] + 60),
-        # __Host-: a browser takes the cookie only from this host over https, so a sibling subdomain or a
-        # plain-http answer cannot plant a session id; it needs exactly Secure, Path=/ and no Domain.
-        SESSION_COOKIE_NAME="__Host-mediaflow_portal" if config["SESSION_COOKIE_SECURE"] else "mediaflow_portal",
+        SESSION_COOKIE_NAME=cookie_name(config["SESSION_COOKIE_SECURE"], config.get("SESSION_COOKIE_DOMAIN")),
         SESSION_COOKIE_PATH="/",
-        SESSION_COOKIE_DOMAIN=None,
+        SESSION_COOKIE_DOMAIN=config.get("SESSION_COOKIE_DOMAIN") or None,
         SESSION_COOKIE_HTTPONLY=True,
         # Lax, never Strict: the top-level redirect back from Mediaflow must carry the cookie.
         SESSION_COOKIE_SAMESITE="Lax",

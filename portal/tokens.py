@@ -129,10 +129,10 @@ class TokenService:
         self._copies: dict[str, TokenSet] = {}
         self._copies_lock = threading.Lock()
 
-    def start(self, token: dict[str, Any]) -> str:
-        """Store the token set of a new login under a new key, and return the key."""
+    def start(self, token: dict[str, Any], received_at: float | None = None) -> str:
+        """Store the token set of a new login (received at received_at, else now) under a new key; return it."""
         key = secrets.token_urlsafe(32)
-        self.store.put(key, TokenSet.from_response(token, self.clock()), self.ttl)
+        self.store.put(key, TokenSet.from_response(token, received_at or self.clock()), self.ttl)
         return key
 
     def fresh(self, key: str) -> TokenSet:

@@ -82,6 +82,9 @@ def start_emulator(tmp: Path, clients: list[dict[str, Any]], **top: Any) -> Emul
     config = {"clients": clients, "users": [
         {"username": "demo", "password": "demo", "name": "Demo User", "email": "demo@example.com"},
         {"username": "editor", "password": "editor", "name": "Erika Editor", "email": "editor@example.com"},
+        # Another company's user, for the allow-lists (portal/gate.py); the two above are of customer 1.
+        {"username": "outsider", "password": "outsider", "name": "Olga Outsider", "email": "olga@other.example",
+         "customer_id": 2},
     ], **top}
     path = tmp / "emulator.json"
     path.write_text(json.dumps(config))

@@ -21,6 +21,9 @@ NGINX = "/usr/sbin/nginx"
 
 # Ports reserved for portals reached over https in tests, so their callbacks can be registered.
 HTTPS_PORTS = [free_port() for _ in range(2)]
+# The gate's nginx (tests/browser/test_gate.py): portal.gate.test and app.gate.test, which Chromium maps to 127.0.0.1.
+GATE_PORT = free_port()
+GATE_DOMAIN = "gate.test"
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ def start_nginx(prefix: Path, port: int, http_block: str, scheme: str = "https")
     prefix.mkdir(parents=True, exist_ok=True)
     # As root, nginx's workers would run as an unprivileged user that cannot enter pytest's 0700 temp folders.
     user = "user root;" if os.geteuid() == 0 else ""
+    # 256 connections: the gate's burst holds three per request (the client, the app, the auth subrequest).
     temp_paths = "\n".join(f"    {kind}_temp_path {prefix / kind};"
                            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     conf = prefix / "nginx.conf"
@@ -91,7 +95,7 @@ def start_nginx(prefix: Path, port: int, http_block: str, scheme: str = "https")
 worker_processes 1;
 pid {prefix / "nginx.pid"};
 error_log {prefix / "error.log"} warn;
-events {{ worker_connections 64; }}
+events {{ worker_connections 256; }}
 http {{
     access_log {prefix / "access.log"};
 {temp_paths}

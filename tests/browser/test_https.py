@@ -20,8 +20,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.gunicorn]
 
 def readme_nginx_config(port: int, portal_port: int, certificate: Certificate) -> str:
     """The README's nginx example, with this test's port, certificate and portal in place of the examples."""
-    blocks = re.findall(r"```nginx\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
-    assert len(blocks) == 1, "the README has one nginx example"
+    blocks = [block for block in re.findall(r"```nginx\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+              if "upstream portal_upstream" in block]
+    assert len(blocks) == 1, "the README has one nginx example for the portal alone"
     config = str(blocks[0])
     for documented, ours in (("listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;"),
                              ("/etc/ssl/portal.crt", str(certificate.cert)),

@@ -22,6 +22,12 @@ def test_defaults_hold_the_portals_demo_client_and_the_demo_user() -> None:
     assert DEFAULTS["MEDIAFLOW_EMULATOR_URL"] == "http://127.0.0.1:5001"
 
 
+def test_a_users_customer_id_is_read_and_defaults_to_1() -> None:
+    config = parse_config({"users": [{"username": "a", "password": "a"},
+                                     {"username": "b", "password": "b", "customer_id": 42}]})
+    assert [(u.username, u.customer_id) for u in config.users] == [("a", 1), ("b", 42)]
+
+
 GOOD_CLIENT = {"id": "c", "secret": "s", "redirect_uris": ["http://x/cb"]}
 
 BAD_CONFIGS = [
@@ -37,6 +43,9 @@ BAD_CONFIGS = [
     ({"clients": [GOOD_CLIENT, GOOD_CLIENT]}, "clients: duplicate id 'c'"),
     ({"users": [{"username": "u"}]}, "users[0].password: is required"),
     ({"users": [{"username": 5, "password": "p"}]}, "users[0].username: must be a non-empty string"),
+    ({"users": [{"username": "u", "password": "p", "customer_id": "7"}]},
+     "users[0].customer_id: must be a positive whole number"),
+    ({"users": [{"username": "u", "password": "p", "customer_id": 0}]}, "users[0].customer_id"),
     ({"code_lifetime": -1}, "code_lifetime"),
 ]
 

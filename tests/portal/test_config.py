@@ -104,6 +104,14 @@ BAD = [
     ({"MEDIAFLOW_REDIRECT_URI": " https://portal.example/callback"}, "holds a backslash, a space"),
     ({"MEDIAFLOW_API_BASE": "https://api.example/1\n"}, "holds a backslash, a space"),
     ({"TRUSTED_HOSTS": ["portal.example", "evil.example/x"]}, "TRUSTED_HOSTS='evil.example/x' is not a host name"),
+    # The gate (portal/gate.py).
+    ({"GATE_AUTH_PATH": "auth"}, "GATE_AUTH_PATH='auth' is not a path like /auth"),
+    ({"GATE_AUTH_PATH": "/auth/../x?y"}, "GATE_AUTH_PATH="),
+    ({"GATE_AUTH_PATH": "/login"}, "GATE_AUTH_PATH='/login' is one of the portal's own paths"),
+    ({"GATE_ALLOWED_REDIRECT_HOSTS": ["app.example", "https://evil.example"]},
+     "GATE_ALLOWED_REDIRECT_HOSTS='https://evil.example' is not a host name"),
+    ({"SESSION_COOKIE_DOMAIN": "com"}, "SESSION_COOKIE_DOMAIN='com' is not a domain with a dot"),
+    ({"SESSION_COOKIE_DOMAIN": "example.com/x"}, "SESSION_COOKIE_DOMAIN="),
 ]
 
 

@@ -366,9 +366,11 @@ BAD_NEXT = ["//evil.example", "/\\evil.example", "https://evil.example", "javasc
             "\\\\evil.example", "http:evil.example", " //evil.example", "/\tevil"]
 
 
+@pytest.mark.parametrize("gate_hosts", [None, ["app.example.com", ".apps.example.com"]], ids=["", "gate-hosts"])
 @pytest.mark.parametrize("next_url", BAD_NEXT)
-def test_next_never_leads_off_site(app: Flask, next_url: str) -> None:
-    client = app.test_client()
+def test_next_never_leads_off_site(make_app: Callable[..., Flask], backend: str, next_url: str,
+                                   gate_hosts: list[str] | None) -> None:
+    client = make_app(backend=backend, GATE_ALLOWED_REDIRECT_HOSTS=gate_hosts).test_client()
     login = client.get(f"/login?next={quote(next_url, safe='')}")
     assert "evil" not in urlsplit(login.headers["Location"]).netloc
     code, state = query_of(sign_in(login.headers["Location"]).headers["Location"]).values()

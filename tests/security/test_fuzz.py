@@ -54,3 +54,25 @@ def test_a_fuzzed_login_still_completes(fuzz_client: Any) -> None:
     login = fuzz_client.get("/login?next=%2F%2F%5Cevil")
     code, state = query_of(sign_in(login.headers["Location"]).headers["Location"]).values()
     assert fuzz_client.get(f"/callback?code={code}&state={state}").headers["Location"] == "/"
+
+
+GATE_HOSTS = ["app.example.com", ".apps.example.com"]
+
+
+@pytest.fixture
+def gate_client(make_app: Callable[..., Flask]) -> Any:
+    return make_app(GATE_ALLOWED_REDIRECT_HOSTS=GATE_HOSTS).test_client()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(next_url=st.one_of(TEXT, st.from_regex(
+    r"\A(https?:|HTTPS:|javascript:)?[/\\]{0,3}([a-z%0-9@\\]{0,8}[.@])?(app\.example\.com|x\.apps\.example\.com|"
+    r"evil\.example)[a-z:.%0-9@\\/?#]{0,30}\Z")))
+def test_login_next_with_gate_hosts_leads_only_to_those_hosts(gate_client: Any, next_url: str) -> None:
+    login = gate_client.get("/login?" + urlencode({"next": next_url}, errors="surrogatepass"))
+    assert login.status_code == 302
+    code, state = query_of(sign_in(login.headers["Location"]).headers["Location"]).values()
+    landed = gate_client.get(f"/callback?code={code}&state={state}")
+    assert landed.status_code == 302
+    host = urlsplit("//" + landing_host(landed.headers["Location"])).hostname or ""
+    assert host in ("localhost", "app.example.com") or host.endswith(".apps.example.com"), landed.headers["Location"]

@@ -37,13 +37,15 @@ def test_absolute_lifetime_ends_even_an_active_session(make_app: Callable[..., F
 
 
 @pytest.mark.parametrize(
-    ("secure", "name"),
-    [(True, "__Host-mediaflow_portal"), (False, "mediaflow_portal")],
-    ids=["secure-host-prefixed", "plain-http"],
+    ("secure", "domain", "name"),
+    [(True, None, "__Host-mediaflow_portal"), (False, None, "mediaflow_portal"),
+     (True, "example.test", "__Secure-mediaflow_portal"), (False, "example.test", "mediaflow_portal")],
+    ids=["secure-host-prefixed", "plain-http", "shared-with-subdomains-secure-prefixed", "shared-plain-http"],
 )
 def test_cookie_is_secure_and_host_prefixed_unless_configured_for_plain_http(make_app: Callable[..., Flask],
-                                                                             secure: bool, name: str) -> None:
-    client = make_app(SESSION_COOKIE_SECURE=secure).test_client()
+                                                                             secure: bool, domain: str | None,
+                                                                             name: str) -> None:
+    client = make_app(SESSION_COOKIE_SECURE=secure, SESSION_COOKIE_DOMAIN=domain).test_client()
     cookies = client.get("/login").headers.getlist("Set-Cookie")
     assert len(cookies) == 1
     cookie_name, _, _ = cookies[0].partition("=")
@@ -51,7 +53,8 @@ def test_cookie_is_secure_and_host_prefixed_unless_configured_for_plain_http(mak
     assert cookie_name == name
     assert ("secure" in attributes) is secure
     # What __Host- demands of a cookie (RFC 6265bis 4.1.3.2), or a browser drops it: Secure, Path=/, no Domain.
-    assert attributes["path"] == "/" and "domain" not in attributes
+    # With SESSION_COOKIE_DOMAIN (the gate for apps on sibling hosts) only __Secure- is possible.
+    assert attributes["path"] == "/" and attributes.get("domain") == domain
     assert "httponly" in attributes and attributes["samesite"] == "Lax"
 
 

@@ -1,0 +1,199 @@
+"""The portal as the company's Mediaflow gate: who may enter, and /auth and /userinfo for other apps.
+
+nginx's auth_request asks GET /auth (GATE_AUTH_PATH) before each request to a protected app. The
+before_request hook (auth.load_session) has already loaded the session and refreshed its token set
+when due, one refresh at a time, so the view only reads g.user: 202 with X-Auth-Request-* headers,
+or 401, which nginx turns into a redirect to /login?next=<the app's URL>.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from flask import Blueprint, Flask, current_app, g, jsonify, request
+from werkzeug.wrappers import Response
+
+from . import mediaflow
+
+log = logging.getLogger(__name__)
+bp = Blueprint("gate", __name__)
+
+# oauth2-proxy's names where it has one, so apps written for it work unchanged; the customer id is Mediaflow's.
+HEADERS = {
+    "X-Auth-Request-User": "username",
+    "X-Auth-Request-Email": "email",
+    "X-Auth-Request-Name": "name",
+    "X-Auth-Request-Customer-Id": "customerId",
+}
+TOKEN_HEADER = "X-Auth-Request-Access-Token"  # noqa: S105 - a header name, not a token
+# Long enough for any name or address; short enough that no account can bloat every request to an app.
+MAX_HEADER_LENGTH = 256
+MAX_TOKEN_LENGTH = 4096
+MAX_NEXT_LENGTH = 2048
+ALLOW_LISTS = ("ALLOWED_CUSTOMER_IDS", "ALLOWED_EMAIL_DOMAINS", "ALLOWED_USERS")
+
+
+class Refused(Exception):
+    """This Mediaflow account is not named by any allow-list that is set."""
+
+    def __init__(self, user: Mapping[str, Any], reason: str) -> None:
+        # The message is what the log shows: the user id and the reason, nothing else about them.
+        super().__init__(f"user {user.get('id')}: {reason}")
+        self.user = user
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The allow-lists, lowered once at start; empty lists are not set."""
+
+    customer_ids: frozenset[str]
+    email_domains: frozenset[str]
+    users: frozenset[str]
+
+    @property
+    def open(self) -> bool:
+        return not (self.customer_ids or self.email_domains or self.users)
+
+    def refusal(self, user: Mapping[str, Any] | None) -> str | None:
+        """Why this user may not enter, or None when a list that is set names them (or none is set)."""
+        if self.open:
+            return None
+        user = user or {}
+        customer = _text(user.get("customerId")).lower()
+        email = _text(user.get("email")).lower()
+        username = _text(user.get("username")).lower()
+        if customer and customer in self.customer_ids:
+            return None
+        if "@" in email and email.rpartition("@")[2] in self.email_domains:
+            return None
+        if {username, email} & self.users - {""}:
+            return None
+        named = [name for name, values in zip(ALLOW_LISTS, (self.customer_ids, self.email_domains, self.users),
+                                              strict=True) if values]
+        return f"customerId {customer or 'unknown'} is not named by {', '.join(named)}"
+
+
+def init_app(app: Flask) -> None:
+    """Read the allow-lists once, and serve /auth at GATE_AUTH_PATH."""
+    config = app.config
+    policy = Policy(*(frozenset(str(item).strip().lower() for item in config.get(name) or ())
+                      for name in ALLOW_LISTS))
+    app.extensions["mediaflow_gate"] = policy
+    if policy.open:
+        app.logger.warning("Allow-lists: none of %s is set, so every Mediaflow user of this client id may enter",
+                           ", ".join(ALLOW_LISTS))
+    app.register_blueprint(bp)
+    # Its path is a setting, so it is added to this app, not to the blueprint that every app shares.
+    app.add_url_rule(config["GATE_AUTH_PATH"], "gate.auth", auth, methods=["GET"])
+
+
+def answers_plainly() -> bool:
+    """True on the gate's endpoints: nginx and apps read their status, so failures carry no page."""
+    # By path, not endpoint: a 405 on /auth has matched no endpoint, and nginx still reads only its status.
+    return request.path in (current_app.config["GATE_AUTH_PATH"], "/userinfo")
+
+
+def policy() -> Policy:
+    return current_app.extensions["mediaflow_gate"]  # type: ignore[no-any-return]
+
+
+def facts(me: Mapping[str, Any]) -> dict[str, Any]:
+    """What the session keeps of /me: enough to show the user and re-check the allow-lists without a call."""
+    return {"id": me.get("id"), "name": mediaflow.display_name(dict(me)), "username": _text(me.get("username")),
+            "email": _text(me.get("email")), "customerId": me.get("customerId")}
+
+
+def admit(user: Mapping[str, Any]) -> None:
+    """Raise Refused unless the allow-lists let this user in."""
+    reason = policy().refusal(user)
+    if reason:
+        raise Refused(user, reason)
+
+
+def restricted() -> bool:
+    """True when an allow-list is set, so a login needs /me to go on."""
+    return not policy().open
+
+
+def auth() -> Response:
+    """Answer nginx's auth_request: 202 with the user's headers for a live session, else 401."""
+    user = g.user
+    if user is None:
+        return unauthorized()
+    # One list handed to the response: no header is looked up, and nothing else is added (security.py skips /auth).
+    headers = [("Cache-Control", "no-store")]
+    for header, field in HEADERS.items():
+        value = header_value(user.get(field), MAX_HEADER_LENGTH)
+        if value:
+            headers.append((header, value))
+    if current_app.config["GATE_PASS_ACCESS_TOKEN"]:
+        token = header_value(g.tokens.access_token, MAX_TOKEN_LENGTH)
+        if token == g.tokens.access_token:
+            headers.append((TOKEN_HEADER, token))
+        else:
+            # Never a part of a token: an app would get a broken one and fail in a confusing way.
+            log.warning("Gate: the access token cannot be sent as a header (too long or unusual characters)")
+    return Response(b"", 202, headers, mimetype="text/plain")
+
+
+@bp.get("/userinfo")
+def userinfo() -> Response:
+    """Return the logged-in user's facts as JSON, or a 401 JSON body."""
+    if g.user is None:
+        return unauthorized()
+    return jsonify({field: g.user.get(field) for field in ("id", "username", "email", "name", "customerId")})
+
+
+def unauthorized() -> Response:
+    """The gate's answer for no live session: a status (and JSON for /userinfo), never a page or a redirect."""
+    if request.endpoint == "gate.userinfo":
+        response = jsonify(error="unauthorized")
+        response.status_code = 401
+        return response
+    return Response("Unauthorized\n", 401, mimetype="text/plain")
+
+
+def header_value(value: Any, limit: int) -> str:
+    """value as header text: control characters (CR, LF, …) dropped, at most limit characters, UTF-8 on the wire."""
+    text = _text(value)
+    if not text.isprintable():  # CR, LF and every other control or separator character
+        text = "".join(c for c in text if c.isprintable()).strip()
+    text = text[:limit]
+    # WSGI carries header bytes as Latin-1 text; this sends the UTF-8 bytes of the name unchanged.
+    return text.encode("utf-8").decode("latin-1")
+
+
+def safe_absolute_next(value: str | None) -> str | None:
+    """Return value if it is an http(s) URL on a host in GATE_ALLOWED_REDIRECT_HOSTS, else None."""
+    hosts = current_app.config.get("GATE_ALLOWED_REDIRECT_HOSTS") or []
+    if not hosts or not value or len(value) > MAX_NEXT_LENGTH:
+        return None
+    for form in (value, unquote(value)):
+        if "\\" in form or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in form):
+            return None
+    lowered = value.lower()
+    if not lowered.startswith(("https://", "http://")):
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        return None
+    host = (parts.hostname or "").lower()
+    if "@" in parts.netloc or not host or unquote(parts.netloc) != parts.netloc:
+        return None
+    for allowed in (h.lower() for h in hosts):
+        if host == allowed or (allowed.startswith(".") and host.endswith(allowed)):
+            return value
+    return None
+
+
+def _text(value: Any) -> str:
+    """A fact from /me as text: strings and numbers only (a bool or a list is no name)."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return ""
+    return str(value).strip()

@@ -1,0 +1,224 @@
+"""The gate as deployed: the README's nginx block in a real nginx, auth_request to the portal under gunicorn,
+an app with no login of its own behind it, and a real Chromium that knows portal.gate.test and app.gate.test."""
+
+from __future__ import annotations
+
+import html
+import re
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import urllib3
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+
+from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, sign_in, text
+from tests.conftest import RedisServer
+from tests.support import ROOT, Emulator, Portal, free_port, portal_settings, require_binary, start_portal, stop
+from tests.tls import GATE_DOMAIN, GATE_PORT, NGINX, Certificate, Nginx, make_certificate, start_nginx
+
+pytestmark = [pytest.mark.browser, pytest.mark.gunicorn]
+
+PORTAL_HOST, APP_HOST = f"portal.{GATE_DOMAIN}", f"app.{GATE_DOMAIN}"
+AUTH_HEADERS = ("X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Name", "X-Auth-Request-Customer-Id")
+
+
+def readme_gate_config(port: int, portal_port: int, app_port: int, certificate: Certificate) -> str:
+    """The README's gate example, with this test's port, certificate, hosts and upstreams in place of the examples."""
+    blocks = [block for block in re.findall(r"```nginx\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+              if "auth_request" in block]
+    assert len(blocks) == 1, "the README has one nginx example for the gate"
+    config = str(blocks[0])
+    for documented, ours, count in (("listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;", 2),
+                                    ("/etc/ssl/example.crt", str(certificate.cert), 2),
+                                    ("/etc/ssl/example.key", str(certificate.key), 2),
+                                    ("https://portal.example.com/", f"https://{PORTAL_HOST}:{port}/", 1),
+                                    ("portal.example.com", PORTAL_HOST, 3),
+                                    ("app.example.com", APP_HOST, 1)):
+        assert config.count(documented) == count, documented
+        config = config.replace(documented, ours)
+    for upstream, server_port in (("gate_portal", portal_port), ("protected_app", app_port)):
+        config, replaced = re.subn(rf"(upstream {upstream} \{{)[^}}]*\}}", rf"\1 server 127.0.0.1:{server_port}; }}",
+                                   config)
+        assert replaced == 1, upstream
+    return config
+
+
+@dataclass
+class EchoApp:
+    """An app with no login of its own: it greets whoever the X-Auth-Request-* headers name."""
+
+    url: str
+    seen: list[dict[str, str]] = field(default_factory=list)
+
+
+def start_echo_app() -> tuple[EchoApp, ThreadingHTTPServer]:
+    port = free_port()
+    app = EchoApp(f"http://127.0.0.1:{port}")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            # http.server reads header bytes as Latin-1; the portal sends UTF-8.
+            headers = {name: (self.headers.get(name) or "").encode("latin-1").decode("utf-8")
+                       for name in AUTH_HEADERS}
+            app.seen.append({"path": self.path, **headers})
+            body = (f"<!doctype html><title>Protected app</title><h1>Hello, {html.escape(headers[AUTH_HEADERS[2]])}"
+                    f"</h1><p id=user>{html.escape(headers[AUTH_HEADERS[0]])}</p>").encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 64  # the burst's 32 connections arrive at once
+
+    server = Server(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return app, server
+
+
+@dataclass
+class Gate:
+    portal_url: str
+    app_url: str
+    app: EchoApp
+    portal: Portal
+    nginx: Nginx
+    certificate: Certificate
+
+
+@pytest.fixture(scope="module")
+def gate(emulator: Emulator, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate]:
+    """nginx with the README's gate block in front of the portal (gunicorn, 2 workers, Redis) and the echo app."""
+    require_binary(NGINX, "nginx")
+    tmp = tmp_path_factory.mktemp("gate")
+    certificate = make_certificate(tmp / "tls", hosts=(PORTAL_HOST, APP_HOST))
+    app, server = start_echo_app()
+    plain = free_port()
+    # The README's settings for the gate; tokens live 4 s, refreshed ones an hour (one refresh to watch).
+    settings = portal_settings(
+        emulator, "rotating-once", plain, SESSION_BACKEND="redis", REDIS_URL=redis_server.url, GUNICORN_WORKERS="2",
+        SESSION_COOKIE_SECURE="true", SESSION_COOKIE_DOMAIN=GATE_DOMAIN, GATE_ALLOWED_REDIRECT_HOSTS=APP_HOST,
+        TRUSTED_PROXY_COUNT="1", MEDIAFLOW_REDIRECT_URI=f"https://{PORTAL_HOST}:{GATE_PORT}/callback",
+        ALLOWED_CUSTOMER_IDS="1")
+    portal = start_portal(tmp, plain, settings)
+    try:
+        nginx = start_nginx(tmp / "nginx", GATE_PORT,
+                            readme_gate_config(GATE_PORT, plain, int(app.url.rsplit(":", 1)[1]), certificate))
+    except RuntimeError:
+        stop(portal.process)
+        server.shutdown()
+        server.server_close()
+        raise
+    yield Gate(f"https://{PORTAL_HOST}:{GATE_PORT}", f"https://{APP_HOST}:{GATE_PORT}", app, portal, nginx,
+               certificate)
+    stop(nginx.process)
+    stop(portal.process)
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def gate_browser() -> Iterator[Browser]:
+    """Chromium that finds portal.gate.test and app.gate.test on 127.0.0.1."""
+    require_binary(CHROMIUM, "Chromium")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=[*CHROMIUM_FLAGS, f"--host-resolver-rules=MAP *.{GATE_DOMAIN} 127.0.0.1"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def context(gate_browser: Browser, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[BrowserContext]:
+    opened = gate_browser.new_context(ignore_https_errors=True, viewport={"width": 1100, "height": 800})
+    yield opened
+    for number, each in enumerate(opened.pages):
+        each.screenshot(path=str(tmp_path / f"{request.node.name}-{number}.png"), full_page=True)
+    opened.close()
+
+
+def open_app_and_sign_in(page: Page, gate: Gate, path: str, username: str = "demo") -> None:
+    page.goto(f"{gate.app_url}{path}")
+    assert page.url.startswith("http://127.0.0.1:"), page.url  # the emulator's login, via the portal's /login
+    sign_in(page, username, username)
+
+
+def test_the_protected_app_is_reached_through_the_portals_login_and_left_by_its_logout(
+        context: BrowserContext, gate: Gate) -> None:
+    # A header a client forges itself must never reach the app: nginx sets these names.
+    context.set_extra_http_headers({"X-Auth-Request-User": "mallory", "X-Auth-Request-Name": "Mallory"})
+    page = context.new_page()
+    open_app_and_sign_in(page, gate, "/reports/7?view=full")
+    page.wait_for_url(f"{gate.app_url}/reports/7?view=full")
+    assert "Hello, Demo User" in text(page)
+    greeted = [seen for seen in gate.app.seen if seen["path"] == "/reports/7?view=full"]
+    assert greeted == [{"path": "/reports/7?view=full", "X-Auth-Request-User": "demo",
+                        "X-Auth-Request-Email": "demo@example.com", "X-Auth-Request-Name": "Demo User",
+                        "X-Auth-Request-Customer-Id": "1"}]
+    cookies = [c for c in context.cookies(gate.portal_url) if c["name"].endswith("mediaflow_portal")]
+    assert [(c["name"], c["domain"].lstrip("."), c["secure"]) for c in cookies] == [
+        ("__Secure-mediaflow_portal", GATE_DOMAIN, True)]
+
+    page.goto(f"{gate.portal_url}/")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Log out").click()
+    assert "You are logged out of the portal." in text(page)
+    served = len(gate.app.seen)
+    page.goto(f"{gate.app_url}/reports/7")
+    assert "Sign in to Mediaflow" in page.content()
+    assert len(gate.app.seen) == served
+    assert all(seen["X-Auth-Request-User"] == "demo" for seen in gate.app.seen)
+
+
+def test_a_user_of_another_customer_is_refused_at_the_callback_and_never_reaches_the_app(
+        context: BrowserContext, gate: Gate) -> None:
+    served = len(gate.app.seen)
+    page = context.new_page()
+    open_app_and_sign_in(page, gate, "/reports", username="outsider")
+    page.wait_for_url(re.compile(re.escape(f"{gate.portal_url}/callback") + r"\?.*"))
+    assert "This portal is for another organisation" in text(page)
+    assert "Olga Outsider" in text(page) and page.get_by_role("link", name="Sign in as someone else").is_visible()
+    page.goto(f"{gate.app_url}/reports")
+    assert "Sign in to Mediaflow" in page.content()
+    assert len(gate.app.seen) == served
+    assert "Login refused on /callback: user 3: customerId 2" in gate.portal.logs()
+
+
+def test_a_burst_after_expiry_is_all_served_with_exactly_one_refresh(context: BrowserContext, gate: Gate,
+                                                                     emulator: Emulator) -> None:
+    page = context.new_page()
+    open_app_and_sign_in(page, gate, "/start")
+    page.wait_for_url(f"{gate.app_url}/start")
+    logged_in_at = time.monotonic()
+    cookie = next(f"{c['name']}={c['value']}" for c in context.cookies(gate.app_url)
+                  if c["name"].endswith("mediaflow_portal"))
+    time.sleep(max(0.0, 4.5 - (time.monotonic() - logged_in_at)))  # the first access token has expired
+
+    pool = urllib3.HTTPSConnectionPool("127.0.0.1", GATE_PORT, maxsize=32, block=True,
+                                       ca_certs=str(gate.certificate.cert), server_hostname=APP_HOST,
+                                       assert_hostname=APP_HOST)
+    start = threading.Barrier(32)
+
+    def one(number: int) -> tuple[int, str]:
+        start.wait()
+        answer = pool.request("GET", f"/burst/{number}", headers={"Host": f"{APP_HOST}:{GATE_PORT}",
+                                                                  "Cookie": cookie}, redirect=False, retries=False)
+        return answer.status, answer.data.decode()
+
+    with ThreadPoolExecutor(max_workers=32) as threads:
+        answers = list(threads.map(one, range(32)))
+    pool.close()
+    assert [status for status, _ in answers] == [200] * 32
+    assert all("Hello, Demo User" in body for _, body in answers)
+    assert emulator.refreshes() == 1
+    assert len([seen for seen in gate.app.seen if seen["path"].startswith("/burst/")]) == 32

@@ -1,0 +1,251 @@
+"""The gate: who may enter (allow-lists at the callback and on every request), /auth, /userinfo, next URLs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import requests
+from flask import Flask
+
+from portal.gate import MAX_HEADER_LENGTH, header_value
+from tests.conftest import FakeClock
+from tests.support import Emulator, portal_login
+
+# The emulator's test users (tests/support.py): demo and editor of customer 1, outsider of customer 2.
+ALLOW_LISTS = [
+    # settings, who enters, who is refused
+    ({}, ["demo", "outsider"], []),
+    ({"ALLOWED_CUSTOMER_IDS": ["1"]}, ["demo", "editor"], ["outsider"]),
+    ({"ALLOWED_CUSTOMER_IDS": ["2", "7"]}, ["outsider"], ["demo"]),
+    ({"ALLOWED_EMAIL_DOMAINS": ["example.com"]}, ["demo", "editor"], ["outsider"]),
+    ({"ALLOWED_EMAIL_DOMAINS": ["Other.Example"]}, ["outsider"], ["demo"]),
+    ({"ALLOWED_USERS": ["editor"]}, ["editor"], ["demo", "outsider"]),
+    ({"ALLOWED_USERS": ["OLGA@other.example"]}, ["outsider"], ["demo"]),
+    # Any list that names the user lets them in.
+    ({"ALLOWED_CUSTOMER_IDS": ["1"], "ALLOWED_USERS": ["outsider"]}, ["demo", "outsider"], []),
+    # A domain is the whole part after the @, not a suffix of it.
+    ({"ALLOWED_EMAIL_DOMAINS": ["example"]}, [], ["demo"]),
+]
+
+
+def stored_token_sets(app: Flask) -> int:
+    if app.config["SESSION_BACKEND"] == "redis":
+        return len(app.config["SESSION_REDIS"].keys("mediaflow:tokens:*"))
+    folder = Path(app.config["SESSION_FILE_DIR"]) / "tokens"
+    return len(list(folder.glob("*.json"))) if folder.exists() else 0
+
+
+@pytest.mark.parametrize(("settings", "admitted", "refused"), ALLOW_LISTS,
+                         ids=["none-set", "customer", "other-customer", "domain", "domain-case", "user",
+                              "user-by-email", "any-list", "domain-exact"])
+def test_a_person_enters_only_when_a_list_that_is_set_names_them(make_app: Callable[..., Flask], backend: str,
+                                                                 settings: dict[str, Any], admitted: list[str],
+                                                                 refused: list[str]) -> None:
+    app = make_app(backend=backend, **settings)
+    for username in admitted:
+        client = app.test_client()
+        assert portal_login(client, username=username).status_code == 302
+        assert client.get("/userinfo").json["username"] == username
+    before = stored_token_sets(app)
+    for username in refused:
+        client = app.test_client()
+        page = portal_login(client, username=username)
+        assert page.status_code == 403
+        assert "This portal is for another organisation" in page.text
+        assert "Sign in as someone else" in page.text and 'href="/login"' in page.text
+        assert client.get("/userinfo").status_code == 401
+        assert client.get("/auth").status_code == 401
+    assert stored_token_sets(app) == before
+
+
+def test_a_refusal_names_the_account_and_is_logged_without_a_token(make_app: Callable[..., Flask],
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    app = make_app(ALLOWED_CUSTOMER_IDS=["1"])
+    capsys.readouterr()
+    page = portal_login(app.test_client(), username="outsider")
+    assert page.status_code == 403
+    assert "Olga Outsider" in page.text and "olga@other.example" in page.text
+    out = capsys.readouterr().out
+    refusals = [line.partition("portal.errors: ")[2] for line in out.splitlines() if "Login refused" in line]
+    assert refusals == ["Login refused on /callback: user 3: customerId 2 is not named by ALLOWED_CUSTOMER_IDS"]
+    assert "Login succeeded" not in out and "olga@" not in out
+
+
+def test_with_an_allow_list_a_login_without_me_is_refused_not_let_in(make_app: Callable[..., Flask],
+                                                                     emulator: Emulator) -> None:
+    app = make_app(ALLOWED_CUSTOMER_IDS=["1"])
+    client = app.test_client()
+    emulator.fault(endpoint="api", kind="status", status=503)
+    assert portal_login(client).status_code == 503
+    assert client.get("/userinfo").status_code == 401
+    assert stored_token_sets(app) == 0
+
+
+@pytest.mark.parametrize(("later", "still_in"), [({"ALLOWED_CUSTOMER_IDS": ["1"]}, True),
+                                                 ({"ALLOWED_CUSTOMER_IDS": ["2"]}, False),
+                                                 ({"ALLOWED_USERS": ["editor"]}, False),
+                                                 ({}, True)],
+                         ids=["same", "other-customer", "other-user", "lists-removed"])
+def test_a_session_started_under_older_lists_ends_when_they_no_longer_pass(
+        make_app: Callable[..., Flask], backend: str, later: dict[str, Any], still_in: bool,
+        emulator: Emulator) -> None:
+    before = make_app(backend=backend, ALLOWED_CUSTOMER_IDS=["1"])
+    # A restart with new settings: another app on the same store (built first: make_app empties Redis).
+    after = make_app(backend=backend, **{"SESSION_REDIS_CACHE": False, **later})
+    old = before.test_client()
+    assert portal_login(old).status_code == 302
+    new = after.test_client()
+    name = before.config["SESSION_COOKIE_NAME"]
+    new.set_cookie(name, old.get_cookie(name).value)  # type: ignore[union-attr]
+    calls = emulator.stats()["api"].get("/1/me", 0)
+    if still_in:
+        assert new.get("/auth").status_code == 202
+        return
+    ended = new.get("/userinfo")
+    assert ended.status_code == 401 and ended.json == {"error": "unauthorized"}
+    assert new.get("/auth").status_code == 401
+    assert stored_token_sets(after) == 0
+    assert emulator.stats()["api"].get("/1/me", 0) == calls  # checked from the session, without asking Mediaflow
+
+
+def test_a_page_of_a_session_the_lists_no_longer_pass_says_why(make_app: Callable[..., Flask]) -> None:
+    before = make_app(ALLOWED_CUSTOMER_IDS=["1"])
+    after = make_app(ALLOWED_CUSTOMER_IDS=["2"])
+    old = before.test_client()
+    portal_login(old)
+    new = after.test_client()
+    new.set_cookie("mediaflow_portal", old.get_cookie("mediaflow_portal").value)  # type: ignore[union-attr]
+    page = new.get("/account")
+    assert page.status_code == 401 and "now for another organisation" in page.text
+    assert new.get("/account").status_code == 302  # ended: now simply logged out
+
+
+def test_auth_answers_202_with_the_users_headers_and_401_without_a_session(client: Any) -> None:
+    denied = client.get("/auth")
+    assert denied.status_code == 401 and denied.text == "Unauthorized\n" and "Location" not in denied.headers
+    portal_login(client)
+    allowed = client.get("/auth")
+    assert allowed.status_code == 202 and allowed.text == ""
+    assert {k: v for k, v in allowed.headers if k.startswith("X-Auth-Request-")} == {
+        "X-Auth-Request-User": "demo", "X-Auth-Request-Email": "demo@example.com",
+        "X-Auth-Request-Name": "Demo User", "X-Auth-Request-Customer-Id": "1"}
+    assert allowed.headers["Cache-Control"] == "no-store"
+    assert client.get("/userinfo").json == {"id": 1, "username": "demo", "email": "demo@example.com",
+                                            "name": "Demo User", "customerId": 1}
+
+
+def test_auth_does_not_write_the_session(make_app: Callable[..., Flask], backend: str) -> None:
+    client = make_app(backend=backend).test_client()
+    portal_login(client)
+    client.get("/")  # the idle-timeout mark was just written
+    for _ in range(3):
+        response = client.get("/auth")
+        assert response.status_code == 202 and "Set-Cookie" not in response.headers
+
+
+@pytest.mark.parametrize("passed", [True, False], ids=["GATE_PASS_ACCESS_TOKEN=true", "default"])
+def test_the_access_token_goes_to_apps_only_when_asked_for(make_app: Callable[..., Flask], emulator: Emulator,
+                                                           passed: bool) -> None:
+    client = make_app(GATE_PASS_ACCESS_TOKEN=passed).test_client()
+    portal_login(client)
+    token = client.get("/auth").headers.get("X-Auth-Request-Access-Token")
+    assert (token is not None) is passed
+    if passed:
+        me = requests.get(f"{emulator.url}/1/me", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        assert me.status_code == 200
+
+
+def test_auth_refreshes_a_due_token_once_and_stays_202(make_app: Callable[..., Flask], emulator: Emulator,
+                                                       clock: FakeClock) -> None:
+    client = make_app("rotating-once", clock=clock).test_client()
+    portal_login(client)
+    clock.advance(3)  # within the leeway of a 4-second token
+    assert [client.get("/auth").status_code for _ in range(3)] == [202, 202, 202]
+    assert emulator.refreshes() == 1
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [("GET", "/auth", 401), ("POST", "/auth", 405),
+                                                       ("DELETE", "/userinfo", 405)])
+def test_the_gates_failures_are_a_status_and_a_word_never_a_page(client: Any, method: str, path: str,
+                                                                 status: int) -> None:
+    response = client.open(path, method=method)
+    assert response.status_code == status and response.mimetype == "text/plain" and len(response.data) < 40
+
+
+def test_the_gate_path_is_a_setting(make_app: Callable[..., Flask]) -> None:
+    client = make_app(GATE_AUTH_PATH="/_gate/check").test_client()
+    portal_login(client)
+    assert client.get("/_gate/check").status_code == 202
+    assert client.get("/auth").status_code == 404
+
+
+def test_userinfo_without_a_session_is_401_json(client: Any) -> None:
+    response = client.get("/userinfo")
+    assert response.status_code == 401 and response.json == {"error": "unauthorized"}
+
+
+HEADER_VALUES = [
+    ("Demo User", "Demo User"),
+    ("Demo\r\nX-Evil: 1", "DemoX-Evil: 1"),
+    ("a\x00b\x7fc\x85d\u2028e", "abcde"),
+    ("  spaced  ", "spaced"),
+    ("x" * 1000, "x" * MAX_HEADER_LENGTH),
+    (42, "42"),
+    (None, ""),
+    (True, ""),
+    (["demo"], ""),
+    ("Zoë 山田", "Zoë 山田".encode().decode("latin-1")),
+]
+
+
+@pytest.mark.parametrize(("value", "sent"), HEADER_VALUES)
+def test_header_values_are_safe_for_http(value: Any, sent: str) -> None:
+    assert header_value(value, MAX_HEADER_LENGTH) == sent
+
+
+NEXT_URLS = [
+    # next, where the callback sends the browser
+    ("https://app.example.com/reports?id=7", "https://app.example.com/reports?id=7"),
+    ("http://app.example.com:8080/", "http://app.example.com:8080/"),
+    ("https://team.apps.example.com/", "https://team.apps.example.com/"),
+    ("https://APP.example.com/", "https://app.example.com/"),
+    ("https://evil.example/", "/"),
+    ("https://app.example.com.evil.example/", "/"),
+    ("https://app.example.com@evil.example/", "/"),
+    ("https://evil.example\\@app.example.com/", "/"),
+    ("https://evil.example%2F@app.example.com/", "/"),
+    ("https://app%2eexample.com/", "/"),
+    ("https://app.example.com:x/", "/"),
+    ("https://apps.example.com/", "/"),
+    ("//app.example.com/", "/"),
+    ("ftp://app.example.com/", "/"),
+    ("javascript://app.example.com/%0aalert(1)", "/"),
+    ("https://app.example.com/%0d%0aSet-Cookie:x", "/"),
+    ("https://app.example.com/" + "a" * 3000, "/"),
+]
+
+
+@pytest.mark.parametrize(("next_url", "landing"), NEXT_URLS)
+def test_next_may_be_an_absolute_url_only_on_gate_hosts(make_app: Callable[..., Flask], next_url: str,
+                                                        landing: str) -> None:
+    client = make_app(GATE_ALLOWED_REDIRECT_HOSTS=["app.example.com", ".apps.example.com"]).test_client()
+    assert portal_login(client, next_url=quote(next_url, safe="")).headers["Location"] == landing
+
+
+def test_without_gate_hosts_an_absolute_next_is_ignored(make_app: Callable[..., Flask]) -> None:
+    client = make_app().test_client()
+    assert portal_login(client, next_url=quote("https://app.example.com/", safe="")).headers["Location"] == "/"
+
+
+def test_with_no_allow_list_the_start_up_log_says_everyone_may_enter(make_app: Callable[..., Flask],
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    make_app()
+    make_app(ALLOWED_EMAIL_DOMAINS=["example.com"])
+    said = [line.partition("app: ")[2] for line in capsys.readouterr().out.splitlines() if "may enter" in line]
+    assert said == ["Allow-lists: none of ALLOWED_CUSTOMER_IDS, ALLOWED_EMAIL_DOMAINS, ALLOWED_USERS is set, "
+                    "so every Mediaflow user of this client id may enter"]
