@@ -108,7 +108,9 @@ def callback() -> Any:
         description = error.description[:MAX_DESCRIPTION_LENGTH]
         return render_template("errors/provider.html", error=error.error, description=description), 400
     _start_session(token)
-    return redirect(safe_next_url(started.get("next")) or url_for("pages.index"))
+    # Checked again: the record lives in the store, and the store is not trusted to hold only what was written.
+    next_url = started.get("next")
+    return redirect(safe_next_url(next_url) or gate.safe_absolute_next(next_url) or url_for("pages.index"))
 
 
 @bp.post("/logout")

@@ -105,14 +105,15 @@ SETTINGS = [
     Setting("TRUSTED_HOSTS", _hosts, None, "host names the portal answers to besides"),
     Setting("LOG_FORMAT", _text, "text", "`text` or `json`"),
     # Who may enter (portal/gate.py): a person passes if any list that is set names them; none set, everyone.
-    Setting("ALLOWED_CUSTOMER_IDS", _names, None, "Mediaflow customerId values whose users may enter"),
-    Setting("ALLOWED_EMAIL_DOMAINS", _names, None, "e-mail domains whose users may enter"),
+    Setting("ALLOWED_CUSTOMER_IDS", _names, None, "Mediaflow `customerId` values (from `/me`) whose users may enter"),
+    Setting("ALLOWED_EMAIL_DOMAINS", _names, None,
+            "e-mail domains (the whole part after `@`, any case) whose users may enter"),
     Setting("ALLOWED_USERS", _names, None, "usernames or e-mail addresses that may enter"),
     # The gate for other apps (nginx auth_request).
-    Setting("GATE_AUTH_PATH", _text, "/auth", "path of the auth_request endpoint"),
-    Setting("GATE_PASS_ACCESS_TOKEN", _boolean, False, "send the access token to protected apps"),
-    Setting("GATE_ALLOWED_REDIRECT_HOSTS", _hosts, None, "hosts /login?next= may send people back to"),
-    Setting("SESSION_COOKIE_DOMAIN", _text, None, "share the session cookie with subdomains of this domain"),
+    Setting("GATE_AUTH_PATH", _text, "/auth", "the path nginx's `auth_request` asks"),
+    Setting("GATE_PASS_ACCESS_TOKEN", _boolean, False, "adds `X-Auth-Request-Access-Token`"),
+    Setting("GATE_ALLOWED_REDIRECT_HOSTS", _hosts, None, "hosts that `/login?next=` may send people back to"),
+    Setting("SESSION_COOKIE_DOMAIN", _text, None, "share the session cookie with every subdomain of this domain"),
     # Read by gunicorn.conf.py.
     Setting("GUNICORN_BIND", _text, "0.0.0.0:8000", "address gunicorn serves on"),
     Setting("GUNICORN_WORKERS", _integer, 2, "worker processes"),
