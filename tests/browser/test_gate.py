@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import urllib3
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, sign_in, text
 from tests.conftest import RedisServer
@@ -128,14 +128,12 @@ def gate(emulator: Emulator, redis_server: RedisServer, tmp_path_factory: pytest
 
 
 @pytest.fixture(scope="module")
-def gate_browser() -> Iterator[Browser]:
+def gate_browser(playwright: Playwright) -> Iterator[Browser]:
     """Chromium that finds portal.gate.test and app.gate.test on 127.0.0.1."""
-    require_binary(CHROMIUM, "Chromium")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=[*CHROMIUM_FLAGS, f"--host-resolver-rules=MAP *.{GATE_DOMAIN} 127.0.0.1"])
-        yield launched
-        launched.close()
+    launched = playwright.chromium.launch(
+        executable_path=CHROMIUM, args=[*CHROMIUM_FLAGS, f"--host-resolver-rules=MAP *.{GATE_DOMAIN} 127.0.0.1"])
+    yield launched
+    launched.close()
 
 
 @pytest.fixture
