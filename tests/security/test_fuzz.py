@@ -39,15 +39,21 @@ def landing_host(location: str) -> str:
     return urlsplit(urljoin("http://localhost/callback", cleaned)).netloc
 
 
+def landing_after_login(client: Any, next_url: str) -> str:
+    """Log in with /login?next=next_url, as a person would; return the callback's Location."""
+    login = client.get("/login?" + urlencode({"next": next_url}, errors="surrogatepass"))
+    assert login.status_code == 302
+    code, state = query_of(sign_in(login.headers["Location"]).headers["Location"]).values()
+    landed = client.get(f"/callback?code={code}&state={state}")
+    assert landed.status_code == 302
+    return str(landed.headers["Location"])
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(next_url=st.one_of(TEXT, st.from_regex(r"\A[/\\]{0,3}[a-z:.%0-9@\\/]{0,40}\Z")))
 def test_login_next_never_fails_and_never_leaves_the_site(fuzz_client: Any, next_url: str) -> None:
-    login = fuzz_client.get("/login?" + urlencode({"next": next_url}, errors="surrogatepass"))
-    assert login.status_code == 302
-    code, state = query_of(sign_in(login.headers["Location"]).headers["Location"]).values()
-    landed = fuzz_client.get(f"/callback?code={code}&state={state}")
-    assert landed.status_code == 302
-    assert landing_host(landed.headers["Location"]) == "localhost", landed.headers["Location"]
+    location = landing_after_login(fuzz_client, next_url)
+    assert landing_host(location) == "localhost", location
 
 
 def test_a_fuzzed_login_still_completes(fuzz_client: Any) -> None:
@@ -69,10 +75,6 @@ def gate_client(make_app: Callable[..., Flask]) -> Any:
     r"\A(https?:|HTTPS:|javascript:)?[/\\]{0,3}([a-z%0-9@\\]{0,8}[.@])?(app\.example\.com|x\.apps\.example\.com|"
     r"evil\.example)[a-z:.%0-9@\\/?#]{0,30}\Z")))
 def test_login_next_with_gate_hosts_leads_only_to_those_hosts(gate_client: Any, next_url: str) -> None:
-    login = gate_client.get("/login?" + urlencode({"next": next_url}, errors="surrogatepass"))
-    assert login.status_code == 302
-    code, state = query_of(sign_in(login.headers["Location"]).headers["Location"]).values()
-    landed = gate_client.get(f"/callback?code={code}&state={state}")
-    assert landed.status_code == 302
-    host = urlsplit("//" + landing_host(landed.headers["Location"])).hostname or ""
-    assert host in ("localhost", "app.example.com") or host.endswith(".apps.example.com"), landed.headers["Location"]
+    location = landing_after_login(gate_client, next_url)
+    host = urlsplit("//" + landing_host(location)).hostname or ""
+    assert host in ("localhost", "app.example.com") or host.endswith(".apps.example.com"), location
