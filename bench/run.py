@@ -342,13 +342,13 @@ def fill_sessions(redis_url: str, total: int) -> None:
     now = time.time()
     pipe = client.pipeline(transaction=False)
     for number in range(have, total):
-        key = f"bench{number:08d}"
+        key = f"bench{number:038d}"  # the form of the portal's keys (43 characters), or it would drop the record
         pipe.set(f"mediaflow:session:{key}", encoder.encode(
             {"tokens_key": key, "user": {"id": 1, "name": "Demo User"}, "login_at": now, "seen_at": now,
              "_permanent": True}), ex=3600)
         pipe.set(f"mediaflow:tokens:{key}", json.dumps(
             {"access_token": "a" * 42, "refresh_token": "r" * 48, "expires_at": now + 3600, "lifetime": 3600,
-             "obtained_at": now, "refreshed_at": None, "retry_at": 0.0, "failures": 0}), ex=3600)
+             "refreshed_at": None, "retry_at": 0.0, "failures": 0}), ex=3600)
         if number % 5000 == 0:
             pipe.execute()
     pipe.execute()
