@@ -28,7 +28,8 @@ PORTAL_HOST, APP_HOST = f"portal.{GATE_DOMAIN}", f"app.{GATE_DOMAIN}"
 AUTH_HEADERS = ("X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Name", "X-Auth-Request-Customer-Id")
 
 
-def readme_gate_config(port: int, portal_port: int, app_port: int, certificate: Certificate) -> str:
+def readme_gate_config(port: int, portal_port: int, app_port: int, certificate: Certificate,
+                       access_log: Path) -> str:
     """The README's gate example, with this test's port, certificate, hosts and upstreams in place of the examples."""
     blocks = [block for block in re.findall(r"```nginx\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
               if "auth_request" in block]
@@ -39,7 +40,8 @@ def readme_gate_config(port: int, portal_port: int, app_port: int, certificate: 
                                     ("/etc/ssl/example.key", str(certificate.key), 2),
                                     ("https://portal.example.com/", f"https://{PORTAL_HOST}:{port}/", 1),
                                     ("portal.example.com", PORTAL_HOST, 3),
-                                    ("app.example.com", APP_HOST, 1)):
+                                    ("app.example.com", APP_HOST, 1),
+                                    ("/var/log/nginx/gate-portal.log", str(access_log), 1)):
         assert config.count(documented) == count, documented
         config = config.replace(documented, ours)
     for upstream, server_port in (("gate_portal", portal_port), ("protected_app", app_port)):
@@ -113,7 +115,8 @@ def gate(emulator: Emulator, redis_server: RedisServer, tmp_path_factory: pytest
     portal = start_portal(tmp, plain, settings)
     try:
         nginx = start_nginx(tmp / "nginx", GATE_PORT,
-                            readme_gate_config(GATE_PORT, plain, int(app.url.rsplit(":", 1)[1]), certificate))
+                            readme_gate_config(GATE_PORT, plain, int(app.url.rsplit(":", 1)[1]), certificate,
+                                               tmp / "gate-portal.log"))
     except RuntimeError:
         stop(portal.process)
         server.shutdown()
@@ -176,6 +179,8 @@ def test_the_protected_app_is_reached_through_the_portals_login_and_left_by_its_
     assert "Sign in to Mediaflow" in page.content()
     assert len(gate.app.seen) == served
     assert all(seen["X-Auth-Request-User"] == "demo" for seen in gate.app.seen)
+    logged = (gate.nginx.prefix.parent / "gate-portal.log").read_text()  # the portal's host, as README logs it
+    assert '"GET /callback" 302' in logged and "code=" not in logged and "state=" not in logged
 
 
 def test_a_user_of_another_customer_is_refused_at_the_callback_and_never_reaches_the_app(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -18,7 +19,11 @@ from tests.tls import HTTPS_PORTS, NGINX, Certificate, make_certificate, start_n
 pytestmark = [pytest.mark.browser, pytest.mark.gunicorn]
 
 
-def readme_nginx_config(port: int, portal_port: int, certificate: Certificate) -> str:
+# The access log of the README's nginx, by the URL it serves.
+NGINX_ACCESS_LOGS: dict[str, Path] = {}
+
+
+def readme_nginx_config(port: int, portal_port: int, certificate: Certificate, access_log: Path) -> str:
     """The README's nginx example, with this test's port, certificate and portal in place of the examples."""
     blocks = [block for block in re.findall(r"```nginx\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
               if "upstream portal_upstream" in block]
@@ -26,7 +31,8 @@ def readme_nginx_config(port: int, portal_port: int, certificate: Certificate) -
     config = str(blocks[0])
     for documented, ours in (("listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;"),
                              ("/etc/ssl/portal.crt", str(certificate.cert)),
-                             ("/etc/ssl/portal.key", str(certificate.key))):
+                             ("/etc/ssl/portal.key", str(certificate.key)),
+                             ("/var/log/nginx/portal.log", str(access_log))):
         assert config.count(documented) == 1, documented
         config = config.replace(documented, ours)
     config, replaced = re.subn(r"(upstream portal_upstream \{)[^}]*\}", rf"\1 server 127.0.0.1:{portal_port}; }}",
@@ -62,10 +68,11 @@ def https_url(request: pytest.FixtureRequest, emulator: Emulator, redis_server: 
     portal = start_portal(tmp, plain, portal_settings(emulator, "portal-test", plain, **common,
                                                       MEDIAFLOW_REDIRECT_URI="", TRUSTED_PROXY_COUNT="1"))
     try:
-        nginx = start_nginx(tmp / "nginx", port, readme_nginx_config(port, plain, certificate))
+        nginx = start_nginx(tmp / "nginx", port, readme_nginx_config(port, plain, certificate, tmp / "portal.log"))
     except RuntimeError:
         stop(portal.process)
         raise
+    NGINX_ACCESS_LOGS[nginx.url] = tmp / "portal.log"
     yield nginx.url
     stop(nginx.process)
     stop(portal.process)
@@ -106,4 +113,7 @@ def test_log_in_and_log_out_over_https(https_page: Page, https_url: str, certifi
                          allow_redirects=False)
     assert after.status_code != 200
     assert len(logins) == 1
+    if https_url in NGINX_ACCESS_LOGS:  # the README's nginx logs the callback without its code
+        logged = NGINX_ACCESS_LOGS[https_url].read_text()
+        assert '"GET /callback" 302' in logged and "code=" not in logged and "state=" not in logged
 
