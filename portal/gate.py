@@ -9,6 +9,7 @@ or 401, which nginx turns into a redirect to /login?next=<the app's URL>.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,12 +30,15 @@ HEADERS = {
     "X-Auth-Request-Name": "name",
     "X-Auth-Request-Customer-Id": "customerId",
 }
+# The fields an app may key on: sent exactly as Mediaflow has them, or not at all (the name is only shown).
+IDENTITY_FIELDS = {"username", "email", "customerId"}
 TOKEN_HEADER = "X-Auth-Request-Access-Token"  # noqa: S105 - a header name, not a token
 # Long enough for any name or address; short enough that no account can bloat every request to an app.
 MAX_HEADER_LENGTH = 256
 MAX_TOKEN_LENGTH = 4096
 MAX_NEXT_LENGTH = 2048
 ALLOW_LISTS = ("ALLOWED_CUSTOMER_IDS", "ALLOWED_EMAIL_DOMAINS", "ALLOWED_USERS")
+HOST_NAME = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)+")
 
 
 class Refused(Exception):
@@ -68,9 +72,14 @@ class Policy:
         username = _text(user.get("username")).lower()
         if customer and customer in self.customer_ids:
             return None
-        if "@" in email and email.rpartition("@")[2] in self.email_domains:
+        local, at, domain = email.partition("@")
+        well_formed_email = (bool(local and at and domain) and "@" not in domain
+                             and email.isprintable() and " " not in email)
+        if well_formed_email and domain in self.email_domains:
             return None
-        if {username, email} & self.users - {""}:
+        # An entry with "@" names an e-mail address, any other a username: a username that looks like
+        # someone's e-mail address must not pass for it.
+        if (well_formed_email and email in self.users) or (username and "@" not in username and username in self.users):
             return None
         named = [name for name, values in zip(ALLOW_LISTS, (self.customer_ids, self.email_domains, self.users),
                                               strict=True) if values]
@@ -122,12 +131,17 @@ def restricted() -> bool:
 def auth() -> Response:
     """Answer nginx's auth_request: 202 with the user's headers for a live session, else 401."""
     user = g.user
-    if user is None:
+    if user is None or not (_text(user.get("id")) or _text(user.get("username"))):
+        # A login whose /me failed has no identity to hand an app: no 202 for it.
         return unauthorized()
     # One list handed to the response: no header is looked up, and nothing else is added (security.py skips /auth).
     headers = [("Cache-Control", "no-store")]
     for header, field in HEADERS.items():
         value = header_value(user.get(field), MAX_HEADER_LENGTH)
+        if field in IDENTITY_FIELDS and value != _text(user.get(field)).encode("utf-8").decode("latin-1"):
+            # Cleaned up, "demo\u200b" would read as "demo": an app must never take one user for another.
+            log.warning("Gate: the user's %s cannot be sent as a header as it is; answering 401", field)
+            return unauthorized()
         if value:
             headers.append((header, value))
     if current_app.config["GATE_PASS_ACCESS_TOKEN"]:
@@ -185,6 +199,10 @@ def safe_absolute_next(value: str | None) -> str | None:
         return None
     host = (parts.hostname or "").lower()
     if "@" in parts.netloc or not host or unquote(parts.netloc) != parts.netloc:
+        return None
+    # ASCII labels only: a fullwidth backslash or dot (U+FF3C, U+FF0E) passes a text check, then becomes
+    # "\" or breaks the header when Werkzeug writes the Location in IDNA.
+    if not parts.netloc.isascii() or not HOST_NAME.fullmatch(host):
         return None
     for allowed in (h.lower() for h in hosts):
         if host == allowed or (allowed.startswith(".") and host.endswith(allowed)):

@@ -171,8 +171,9 @@ def test_random_and_test_secret_keys_are_accepted(key: str, tmp_path: Path) -> N
     [({}, ["localhost", "127.0.0.1"]),
      ({"MEDIAFLOW_REDIRECT_URI": "https://Portal.Example:8443/callback"}, ["localhost", "127.0.0.1", "portal.example"]),
      ({"TRUSTED_HOSTS": "intranet.example"}, ["localhost", "127.0.0.1", "intranet.example"]),
-     ({"MEDIAFLOW_REDIRECT_URI": "https://portal.example/callback", "TRUSTED_HOSTS": ["portal.example", ".corp"]},
-      ["localhost", "127.0.0.1", "portal.example", ".corp"])],
+     ({"MEDIAFLOW_REDIRECT_URI": "https://portal.example/callback",
+       "TRUSTED_HOSTS": ["portal.example", ".corp.example"]},
+      ["localhost", "127.0.0.1", "portal.example", ".corp.example"])],
 )
 def test_trusted_hosts_are_loopback_the_redirect_uri_host_and_the_listed_ones(config: dict[str, Any],
                                                                               hosts: list[str]) -> None:
