@@ -127,8 +127,10 @@ DEFAULTS: dict[str, Any] = {setting.name: setting.default for setting in SETTING
 
 
 LOOPBACK_HOSTS = ["localhost", "127.0.0.1"]
-# A host name, or ".domain" for it and its subdomains: never "." or ".com" alone, which would match any site.
-HOST_NAME = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\.[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+# A host name, in ASCII labels.
+HOST_NAME = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
+# In a host setting, ".domain" also names its subdomains: never "." or ".com" alone, which would match any site.
+HOST_SETTING = re.compile(rf"{HOST_NAME.pattern}|\.[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
 # The portal's own pages and endpoints, which GATE_AUTH_PATH must not take over.
 PORTAL_PATHS = ("/login", "/callback", "/logout", "/account", "/session", "/healthz", "/readyz", "/userinfo")
 
@@ -202,7 +204,7 @@ def trusted_hosts(config: Mapping[str, Any]) -> list[str]:
     extra = config.get("TRUSTED_HOSTS") or []
     names = [extra] if isinstance(extra, str) else list(extra)
     for name in names:
-        if not HOST_NAME.fullmatch(name):
+        if not HOST_SETTING.fullmatch(name):
             raise ConfigError(f"TRUSTED_HOSTS={name!r} is not a host name: list names like portal.example.com, "
                               "separated by commas")
     redirect_host = urlsplit(config.get("MEDIAFLOW_REDIRECT_URI") or "").hostname
@@ -219,7 +221,7 @@ def _check_gate(config: dict[str, Any]) -> None:
         raise ConfigError(f"GATE_AUTH_PATH={path!r} is one of the portal's own paths: choose another, like /auth")
     for name in ("GATE_ALLOWED_REDIRECT_HOSTS",):
         for host in config.get(name) or []:
-            if not HOST_NAME.fullmatch(host):
+            if not HOST_SETTING.fullmatch(host):
                 raise ConfigError(f"{name}={host!r} is not a host name: list names like app.example.com, "
                                   "separated by commas")
     domain = config.get("SESSION_COOKIE_DOMAIN")

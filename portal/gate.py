@@ -9,7 +9,6 @@ or 401, which nginx turns into a redirect to /login?next=<the app's URL>.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from flask import Blueprint, Flask, current_app, g, jsonify, request
 from werkzeug.wrappers import Response
 
 from . import mediaflow
+from .config import HOST_NAME
 
 log = logging.getLogger(__name__)
 bp = Blueprint("gate", __name__)
@@ -38,7 +38,6 @@ MAX_HEADER_LENGTH = 256
 MAX_TOKEN_LENGTH = 4096
 MAX_NEXT_LENGTH = 2048
 ALLOW_LISTS = ("ALLOWED_CUSTOMER_IDS", "ALLOWED_EMAIL_DOMAINS", "ALLOWED_USERS")
-HOST_NAME = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)+")
 
 
 class Refused(Exception):

@@ -50,9 +50,12 @@ class StateMismatch(MediaflowError):
     """The callback's state is missing, unknown, expired or already used."""
 
 
-def init_app(app: Flask) -> None:
-    """Register Mediaflow with Authlib's Flask client for this app."""
-    oauth = OAuth(app)
+def init_app(app: Flask, cache: Any = None) -> None:
+    """Register Mediaflow with Authlib's Flask client for this app.
+
+    cache: where Authlib keeps a login's state data instead of the session (OAuth(app, cache=…)).
+    """
+    oauth = OAuth(app, cache=cache)
     client_kwargs: dict[str, Any] = {
         "token_endpoint_auth_method": "client_secret_post",
         "default_timeout": (app.config["MEDIAFLOW_CONNECT_TIMEOUT"], app.config["MEDIAFLOW_READ_TIMEOUT"]),

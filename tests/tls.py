@@ -22,8 +22,8 @@ NGINX = "/usr/sbin/nginx"
 # Ports reserved for portals reached over https in tests, so their callbacks can be registered.
 HTTPS_PORTS = [free_port() for _ in range(2)]
 # The gate's nginx (tests/browser/test_gate.py): portal.gate.test and app.gate.test, which Chromium maps to 127.0.0.1.
-GATE_PORT = free_port()
-GATE_DOMAIN = "gate.test"
+NGINX_HTTPS_PORT = free_port()
+TEST_DOMAIN = "gate.test"
 
 
 @dataclass(frozen=True)

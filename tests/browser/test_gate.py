@@ -20,11 +20,11 @@ from playwright.sync_api import Browser, BrowserContext, Page, Playwright
 from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, sign_in, text
 from tests.conftest import RedisServer
 from tests.support import ROOT, Emulator, Portal, free_port, portal_settings, require_binary, start_portal, stop
-from tests.tls import GATE_DOMAIN, GATE_PORT, NGINX, Certificate, Nginx, make_certificate, start_nginx
+from tests.tls import NGINX, NGINX_HTTPS_PORT, TEST_DOMAIN, Certificate, Nginx, make_certificate, start_nginx
 
 pytestmark = [pytest.mark.browser, pytest.mark.gunicorn]
 
-PORTAL_HOST, APP_HOST = f"portal.{GATE_DOMAIN}", f"app.{GATE_DOMAIN}"
+PORTAL_HOST, APP_HOST = f"portal.{TEST_DOMAIN}", f"app.{TEST_DOMAIN}"
 AUTH_HEADERS = ("X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Name", "X-Auth-Request-Customer-Id")
 # Identity headers a client might send itself, oauth2-proxy's names included: none may reach the app.
 FORGED = {name: "mallory" for name in (*AUTH_HEADERS, "X-Auth-Request-Access-Token", "X-Auth-Request-Groups",
@@ -116,21 +116,21 @@ def gate(emulator: Emulator, redis_server: RedisServer, tmp_path_factory: pytest
     # The README's settings for the gate; tokens live 4 s, refreshed ones an hour (one refresh to watch).
     settings = portal_settings(
         emulator, "rotating-once", plain, SESSION_BACKEND="redis", REDIS_URL=redis_server.url, GUNICORN_WORKERS="2",
-        SESSION_COOKIE_SECURE="true", SESSION_COOKIE_DOMAIN=GATE_DOMAIN, GATE_ALLOWED_REDIRECT_HOSTS=APP_HOST,
-        TRUSTED_PROXY_COUNT="1", MEDIAFLOW_REDIRECT_URI=f"https://{PORTAL_HOST}:{GATE_PORT}/callback",
+        SESSION_COOKIE_SECURE="true", SESSION_COOKIE_DOMAIN=TEST_DOMAIN, GATE_ALLOWED_REDIRECT_HOSTS=APP_HOST,
+        TRUSTED_PROXY_COUNT="1", MEDIAFLOW_REDIRECT_URI=f"https://{PORTAL_HOST}:{NGINX_HTTPS_PORT}/callback",
         ALLOWED_CUSTOMER_IDS="1")
     portal = start_portal(tmp, plain, settings)
     try:
-        nginx = start_nginx(tmp / "nginx", GATE_PORT,
-                            readme_gate_config(GATE_PORT, plain, int(app.url.rsplit(":", 1)[1]), certificate,
+        nginx = start_nginx(tmp / "nginx", NGINX_HTTPS_PORT,
+                            readme_gate_config(NGINX_HTTPS_PORT, plain, int(app.url.rsplit(":", 1)[1]), certificate,
                                                tmp / "gate-portal.log"))
     except RuntimeError:
         stop(portal.process)
         server.shutdown()
         server.server_close()
         raise
-    yield Gate(f"https://{PORTAL_HOST}:{GATE_PORT}", f"https://{APP_HOST}:{GATE_PORT}", app, portal, nginx,
-               certificate)
+    yield Gate(f"https://{PORTAL_HOST}:{NGINX_HTTPS_PORT}", f"https://{APP_HOST}:{NGINX_HTTPS_PORT}", app, portal,
+               nginx, certificate)
     stop(nginx.process)
     stop(portal.process)
     server.shutdown()
@@ -141,7 +141,7 @@ def gate(emulator: Emulator, redis_server: RedisServer, tmp_path_factory: pytest
 def gate_browser(playwright: Playwright) -> Iterator[Browser]:
     """Chromium that finds portal.gate.test and app.gate.test on 127.0.0.1."""
     launched = playwright.chromium.launch(
-        executable_path=CHROMIUM, args=[*CHROMIUM_FLAGS, f"--host-resolver-rules=MAP *.{GATE_DOMAIN} 127.0.0.1"])
+        executable_path=CHROMIUM, args=[*CHROMIUM_FLAGS, f"--host-resolver-rules=MAP *.{TEST_DOMAIN} 127.0.0.1"])
     yield launched
     launched.close()
 
@@ -175,7 +175,7 @@ def test_the_protected_app_is_reached_through_the_portals_login_and_left_by_its_
                         "X-Auth-Request-Customer-Id": "1"}]
     cookies = [c for c in context.cookies(gate.portal_url) if c["name"].endswith("mediaflow_portal")]
     assert [(c["name"], c["domain"].lstrip("."), c["secure"]) for c in cookies] == [
-        ("__Secure-mediaflow_portal", GATE_DOMAIN, True)]
+        ("__Secure-mediaflow_portal", TEST_DOMAIN, True)]
 
     page.goto(f"{gate.portal_url}/")
     with page.expect_navigation():
@@ -215,14 +215,14 @@ def test_a_burst_after_expiry_is_all_served_with_exactly_one_refresh(context: Br
                   if c["name"].endswith("mediaflow_portal"))
     time.sleep(max(0.0, 4.5 - (time.monotonic() - logged_in_at)))  # the first access token has expired
 
-    pool = urllib3.HTTPSConnectionPool("127.0.0.1", GATE_PORT, maxsize=32, block=True,
+    pool = urllib3.HTTPSConnectionPool("127.0.0.1", NGINX_HTTPS_PORT, maxsize=32, block=True,
                                        ca_certs=str(gate.certificate.cert), server_hostname=APP_HOST,
                                        assert_hostname=APP_HOST)
     start = threading.Barrier(32)
 
     def one(number: int) -> tuple[int, str]:
         start.wait()
-        answer = pool.request("GET", f"/burst/{number}", headers={"Host": f"{APP_HOST}:{GATE_PORT}",
+        answer = pool.request("GET", f"/burst/{number}", headers={"Host": f"{APP_HOST}:{NGINX_HTTPS_PORT}",
                                                                   "Cookie": cookie}, redirect=False, retries=False)
         return answer.status, answer.data.decode()
 

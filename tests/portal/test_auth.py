@@ -10,6 +10,7 @@ import pytest
 from cachelib import SimpleCache
 from flask import Flask
 
+from portal import mediaflow
 from tests.support import Emulator, csrf_token, portal_login, query_of, sign_in
 
 
@@ -167,7 +168,7 @@ def test_session_cookie_is_httponly_lax_and_holds_only_an_id(client: Any, path: 
 def test_the_login_works_when_authlib_keeps_its_state_in_a_cache(app: Flask, client: Any) -> None:
     """OAuth(app, cache=…): Authlib keeps the state data there, the portal its pending-login record."""
     cache = SimpleCache()
-    app.extensions["authlib.integrations.flask_client"].mediaflow.framework.cache = cache
+    mediaflow.init_app(app, cache=cache)  # Authlib's own OAuth(app, cache=…), in place of the one create_app made
     logins = [client.get("/login") for _ in range(5)]  # two more than a session keeps
     states = [query_of(login.headers["Location"])["state"] for login in logins]
     kept = [cache.has(f"_state_mediaflow_{state}") for state in states]

@@ -62,12 +62,12 @@ def test_a_fuzzed_login_still_completes(fuzz_client: Any) -> None:
     assert fuzz_client.get(f"/callback?code={code}&state={state}").headers["Location"] == "/"
 
 
-GATE_HOSTS = ["app.example.com", ".apps.example.com"]
+APP_HOSTS = ["app.example.com", ".apps.example.com"]
 
 
 @pytest.fixture
 def gate_client(make_app: Callable[..., Flask]) -> Any:
-    return make_app(GATE_ALLOWED_REDIRECT_HOSTS=GATE_HOSTS).test_client()
+    return make_app(GATE_ALLOWED_REDIRECT_HOSTS=APP_HOSTS).test_client()
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
