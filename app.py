@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from portal import auth, cli, errors, gate, health, logs, mediaflow, pages, security, sessions, tokens
+from portal import api, auth, cli, errors, gate, health, library, logs, mediaflow, pages, security, sessions, tokens
 from portal.config import DEFAULTS, ConfigError, configure, settings_from_env
 
 
@@ -33,20 +33,22 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)  # type: ignore[method-assign]
 
     # 2. Extensions: redacted logs, CSRF and security headers, Authlib's client for Mediaflow, server-side
-    #    sessions, and the token service on the same store.
+    #    sessions, the token service on the same store, and an HTTP session for Mediaflow's API.
     logs.init_app(app)
     security.init_app(app)
     mediaflow.init_app(app)
+    api.init_app(app)
     store = sessions.init_app(app)
     tokens.init_app(app, store)
     if app.config["MEDIAFLOW_DEMO"]:
         app.logger.warning("Demo mode: signing in against the emulator at %s with its public demo client; "
                            "set MEDIAFLOW_CLIENT_ID for Mediaflow", app.config["MEDIAFLOW_TOKEN_URL"])
 
-    # 3. Blueprints: login and logout, the pages, health checks, the gate for other apps (and who may
+    # 3. Blueprints: login and logout, the pages, the media library, health checks, the gate for other apps (and who may
     #    enter); then the error pages.
     app.register_blueprint(auth.bp)
     app.register_blueprint(pages.bp)
+    library.init_app(app)
     app.register_blueprint(health.bp)
     gate.init_app(app)
     errors.init_app(app)

@@ -13,7 +13,7 @@ from flask import Blueprint, abort, current_app, flash, g, redirect, render_temp
 from flask.sessions import NullSession
 from werkzeug.wrappers import Response
 
-from . import gate, mediaflow, tokens
+from . import api, gate, mediaflow, tokens
 from .sessions import LOGIN_LIFETIME, regenerate_id
 from .tokens import SessionEnded, StoreUnavailable
 
@@ -126,6 +126,12 @@ def logout() -> Response:
     return redirect(url_for("pages.index"))
 
 
+@bp.app_errorhandler(SessionEnded)
+def session_ended(error: SessionEnded) -> Any:
+    """Mediaflow refused the session's tokens in the middle of a page (portal/api.py): end it politely."""
+    return _session_ended("mediaflow")
+
+
 def login_required(view: F) -> F:
     """Send people who are not logged in to /login, and back here afterwards."""
 
@@ -202,7 +208,7 @@ def _start_session(token: dict[str, Any]) -> None:
     received = service.clock()  # the token's lifetime runs from when it arrived, not from after /me
     user: dict[str, Any] = {"id": None, "name": "Mediaflow user"}
     try:
-        user = gate.facts(mediaflow.fetch_me(token["access_token"]))
+        user = gate.facts(api.me(token["access_token"]))
     except mediaflow.MediaflowError as error:
         if gate.restricted():
             raise mediaflow.MediaflowUnavailable("could not read /me to check who may enter") from None

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 import click
 from flask.cli import AppGroup
 
-from . import mediaflow
+from . import api, mediaflow
 
 # One distinct exit code per kind of failure, so scripts can tell them apart.
 EXIT_SETTING = 2          # a missing or unusable setting, input or file (click's usage errors share it)
@@ -91,7 +91,7 @@ def refresh_command(refresh_token_file: Path | None, out: Path | None) -> None:
 def me_command(token_file: Path) -> None:
     """Call GET /me with an access token, to show that it works."""
     try:
-        user = mediaflow.fetch_me(read_token(token_file, "access_token"))
+        user = api.me(read_token(token_file, "access_token"))
     except mediaflow.MediaflowRefused as error:
         if error.status == 401:
             fail(EXIT_INVALID_GRANT, "Mediaflow refused the access token (HTTP 401): refresh it or log in again")

@@ -114,6 +114,11 @@ SETTINGS = [
     Setting("GATE_PASS_ACCESS_TOKEN", _boolean, False, "adds `X-Auth-Request-Access-Token`"),
     Setting("GATE_ALLOWED_REDIRECT_HOSTS", _hosts, None, "hosts that `/login?next=` may send people back to"),
     Setting("SESSION_COOKIE_DOMAIN", _text, None, "share the session cookie with every subdomain of this domain"),
+    # The media library (portal/library.py).
+    Setting("LIBRARY_CACHE_SECONDS", _integer, 60,
+            "seconds a session keeps its folder tree and the download formats; 0: ask Mediaflow every time"),
+    Setting("MEDIAFLOW_PREVIEW_ORIGINS", _hosts, None,
+            "origins that serve Mediaflow's previews, the only ones images may load from"),
     # Read by gunicorn.conf.py.
     Setting("GUNICORN_BIND", _text, "0.0.0.0:8000", "address gunicorn serves on"),
     Setting("GUNICORN_WORKERS", _integer, 2, "worker processes"),
@@ -132,7 +137,12 @@ HOST_NAME = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
 # In a host setting, ".domain" also names its subdomains: never "." or ".com" alone, which would match any site.
 HOST_SETTING = re.compile(rf"{HOST_NAME.pattern}|\.[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
 # The portal's own pages and endpoints, which GATE_AUTH_PATH must not take over.
-PORTAL_PATHS = ("/login", "/callback", "/logout", "/account", "/session", "/healthz", "/readyz", "/userinfo")
+PORTAL_PATHS = ("/login", "/callback", "/logout", "/account", "/session", "/healthz", "/readyz", "/userinfo",
+                "/library", "/search")
+# Where Mediaflow serves previews is not documented: its own hosts, so any https subdomain of its two domains.
+MEDIAFLOW_PREVIEW_ORIGINS = ["https://*.mediaflow.com", "https://*.mediaflowpro.com"]
+# An origin for a CSP source list: https (http on loopback or in demo mode), a host or *.domain, a port.
+ORIGIN = re.compile(r"https?://(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:[0-9]{1,5})?")
 
 # Words that only a person choosing a key by hand puts in it.
 TYPED_WORDS = ("changeme", "change-me", "password", "passw0rd", "qwerty", "asdf", "your-secret", "example")
@@ -185,6 +195,7 @@ def configure(config: dict[str, Any], instance_path: str) -> None:
             raise ConfigError("REDIS_URL is not set: SESSION_BACKEND=redis needs it, e.g. redis://localhost:6379/0")
         _check_url("REDIS_URL", config["REDIS_URL"], schemes=("redis", "rediss", "unix"))
     _check_gate(config)
+    _check_library(config)
     if config["LOG_FORMAT"] not in ("text", "json"):
         raise ConfigError(f"LOG_FORMAT={config['LOG_FORMAT']!r} is not supported: use 'text' or 'json'")
     for name in ("MEDIAFLOW_REFRESH_LEEWAY", "TRUSTED_PROXY_COUNT"):
@@ -227,6 +238,24 @@ def _check_gate(config: dict[str, Any]) -> None:
     domain = config.get("SESSION_COOKIE_DOMAIN")
     if domain and not re.fullmatch(r"\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", domain):
         raise ConfigError(f"SESSION_COOKIE_DOMAIN={domain!r} is not a domain with a dot, like example.com")
+
+
+def _check_library(config: dict[str, Any]) -> None:
+    if config["LIBRARY_CACHE_SECONDS"] < 0:
+        raise ConfigError("LIBRARY_CACHE_SECONDS must be zero or more")
+    origins = config.get("MEDIAFLOW_PREVIEW_ORIGINS")
+    if not origins:
+        # In demo mode the emulator serves the previews, at the address the browser reaches it.
+        demo = urlsplit(config["MEDIAFLOW_AUTHORIZE_URL"])
+        origins = [f"{demo.scheme}://{demo.netloc}"] if config["MEDIAFLOW_DEMO"] else MEDIAFLOW_PREVIEW_ORIGINS
+    for origin in origins:
+        if not ORIGIN.fullmatch(origin):
+            raise ConfigError(f"MEDIAFLOW_PREVIEW_ORIGINS={origin!r} is not an origin like https://media.example.com "
+                              "or https://*.example.com (no path), separated by commas")
+        if not config["MEDIAFLOW_DEMO"]:
+            _check_is_https_outside_loopback("MEDIAFLOW_PREVIEW_ORIGINS", origin.replace("*.", ""),
+                                             "previews need https://")
+    config["MEDIAFLOW_PREVIEW_ORIGINS"] = origins
 
 
 def _enter_demo_mode(config: dict[str, Any], instance_path: str) -> None:

@@ -11,8 +11,9 @@ from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, 
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Response
 
+from .api import RateLimited
 from .gate import Refused, answers_plainly
-from .mediaflow import MediaflowUnavailable
+from .mediaflow import MediaflowRefused, MediaflowUnavailable
 from .tokens import LockTimeout, RefreshFailed, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,9 @@ PAGES: dict[type[Exception], tuple[int | None, str, int, str]] = {
     # Another request of this session is still waiting on Mediaflow: Mediaflow is slow, the store is fine.
     LockTimeout: (503, "errors/mediaflow.html", logging.WARNING, "Mediaflow slow"),
     StoreUnavailable: (503, "errors/store.html", logging.ERROR, "Session store unavailable"),
+    # Mediaflow's API said 403 or 404 (or 401 after a refresh, outside a page): the file or folder is not this user's.
+    MediaflowRefused: (None, "errors/api.html", logging.INFO, "Mediaflow refused an API call"),
+    RateLimited: (429, "errors/rate_limited.html", logging.WARNING, "Mediaflow rate limit"),
     # The allow-lists do not name this account (portal/gate.py); the page names the account it signed in with.
     Refused: (403, "errors/refused.html", logging.WARNING, "Login refused"),
 }
@@ -48,7 +52,8 @@ def expected_failure(error: Exception) -> Any:
     fixed, page, level, label = next(PAGES[kind] for kind in type(error).__mro__ if kind in PAGES)
     status = int(fixed or getattr(error, "status", None) or 503)
     log.log(level, "%s on %s: %s", label, request.path, error)
-    return _answer(page, status, error=error)
+    headers = [("Retry-After", str(error.retry_after))] if isinstance(error, RateLimited) else None
+    return _answer(page, status, headers, error=error)
 
 
 def untrusted_host(error: SecurityError) -> Any:

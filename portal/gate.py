@@ -17,7 +17,6 @@ from urllib.parse import unquote, urlsplit
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from werkzeug.wrappers import Response
 
-from . import mediaflow
 from .config import HOST_NAME
 
 log = logging.getLogger(__name__)
@@ -111,8 +110,16 @@ def policy() -> Policy:
 
 def facts(me: Mapping[str, Any]) -> dict[str, Any]:
     """What the session keeps of /me: enough to show the user and re-check the allow-lists without a call."""
-    return {"id": me.get("id"), "name": mediaflow.display_name(dict(me)), "username": _text(me.get("username")),
+    return {"id": me.get("id"), "name": _display_name(me), "username": _text(me.get("username")),
             "email": _text(me.get("email")), "customerId": me.get("customerId")}
+
+
+def _display_name(me: Mapping[str, Any]) -> str:
+    for field in ("name", "username", "email"):
+        value = me.get(field)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return "Mediaflow user"
 
 
 def admit(user: Mapping[str, Any]) -> None:

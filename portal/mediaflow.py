@@ -1,4 +1,6 @@
-"""Every call to Mediaflow: the token endpoint's three grants and the REST API, with timeouts."""
+"""Mediaflow's OAuth 2.0 server through Authlib's Flask client: the token endpoint's three grants, with timeouts.
+
+The REST API (GET /me and the media library) is portal/api.py."""
 
 from __future__ import annotations
 
@@ -70,8 +72,6 @@ def init_app(app: Flask, cache: Any = None) -> None:
         client_secret=app.config["MEDIAFLOW_CLIENT_SECRET"],
         authorize_url=app.config["MEDIAFLOW_AUTHORIZE_URL"],
         access_token_url=app.config["MEDIAFLOW_TOKEN_URL"],
-        # Authlib joins relative paths with urljoin, which drops a last segment without "/".
-        api_base_url=app.config["MEDIAFLOW_API_BASE"].rstrip("/") + "/",
         client_kwargs=client_kwargs,
     )
 
@@ -99,34 +99,6 @@ def password_grant(username: str, password: str, state: str | None = None) -> di
     if state and token.get("state") != state:
         raise MediaflowUnavailable("Mediaflow's answer did not echo the state that was sent", status=502)
     return token
-
-
-def fetch_me(access_token: str) -> dict[str, Any]:
-    """Return the logged-in user from GET /me (Mediaflow answers with a one-element array)."""
-    try:
-        response = client().get("me", token={"access_token": access_token, "token_type": "Bearer"})
-    except requests.Timeout:
-        raise MediaflowUnavailable("Mediaflow's API did not answer in time") from None
-    except requests.RequestException:
-        raise MediaflowUnavailable("Mediaflow's API cannot be reached") from None
-    try:
-        body = response.json()
-    except ValueError:
-        raise MediaflowUnavailable(f"Mediaflow's API answered HTTP {response.status_code} without JSON", 502) from None
-    if response.status_code != 200:
-        message = body.get("error") if isinstance(body, dict) else None
-        raise MediaflowRefused(str(message or "error"), status=response.status_code)
-    if not isinstance(body, list) or not body or not isinstance(body[0], dict):
-        raise MediaflowUnavailable("Mediaflow's API answered /me with an unexpected shape", 502)
-    return body[0]
-
-
-def display_name(user: dict[str, Any]) -> str:
-    for field in ("name", "username", "email"):
-        value = user.get(field)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return "Mediaflow user"
 
 
 def _token_call(call: Any, **kwargs: Any) -> dict[str, Any]:

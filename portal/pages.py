@@ -1,4 +1,4 @@
-"""The portal's pages: the landing page, the home page with profile and token status, the account page."""
+"""The portal's pages: the landing page, the home page with the token status, the account page."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from typing import Any
 
 from flask import Blueprint, g, jsonify, render_template
 
-from . import mediaflow, tokens
+from . import api, gate, tokens
 from .auth import login_required
+from .mediaflow import MediaflowError
 
 bp = Blueprint("pages", __name__)
 
@@ -17,14 +18,14 @@ def index() -> Any:
     """Show the landing page, or the user's profile and token status."""
     if g.user is None:
         return render_template("pages/landing.html")
-    profile, problem = _profile()
-    return render_template("pages/home.html", profile=profile, problem=problem, status=token_status())
+    # The name was read from /me at login: the home page makes no call to Mediaflow.
+    return render_template("pages/home.html", status=token_status())
 
 
 @bp.get("/account")
 @login_required
 def account() -> Any:
-    """Show the Mediaflow account details from /me."""
+    """Show the Mediaflow account details, fresh from GET /me."""
     profile, problem = _profile()
     return render_template("pages/account.html", profile=profile, problem=problem)
 
@@ -50,7 +51,7 @@ def token_status() -> dict[str, Any]:
 def _profile() -> tuple[dict[str, Any] | None, str | None]:
     """The user from Mediaflow, or a message; an API failure never logs anyone out."""
     try:
-        me = mediaflow.fetch_me(g.tokens.access_token)
-    except mediaflow.MediaflowError:
+        me = api.first(api.get("me"))
+    except MediaflowError:
         return None, "Mediaflow did not answer just now, so your profile cannot be shown. You are still logged in."
-    return {"name": mediaflow.display_name(me), **me}, None
+    return {**me, "name": gate.facts(me)["name"]}, None

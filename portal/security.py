@@ -12,8 +12,9 @@ from werkzeug.wrappers import Response
 # jobs (forcing HTTPS, HSTS) belong to the TLS-terminating proxy in front of it.
 # Defaults for every response, error pages included: a view that sets one of these keeps its own.
 HEADERS = {
+    # img-src gains the origins of Mediaflow's previews (MEDIAFLOW_PREVIEW_ORIGINS) in init_app.
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; "
-                               "object-src 'none'",
+                               "object-src 'none'; img-src 'self'",
     "X-Content-Type-Options": "nosniff",
     # Never a Referer (the callback's code) to other sites; same-origin POSTs keep theirs for Flask-WTF's https check.
     "Referrer-Policy": "same-origin",
@@ -50,6 +51,9 @@ def init_app(app: Flask) -> None:
                 # Flask-WTF's https check parses the Referer, and a malformed port raises.
                 raise CSRFError("The referrer header is malformed.") from None
 
+    headers = HEADERS | {"Content-Security-Policy": " ".join(
+        [HEADERS["Content-Security-Policy"], *app.config["MEDIAFLOW_PREVIEW_ORIGINS"]])}
+
     @app.after_request
     def default_headers(response: Response) -> Response:
         if request.endpoint == "gate.auth":
@@ -57,5 +61,5 @@ def init_app(app: Flask) -> None:
             return response
         # setdefault, in one pass: Werkzeug's Headers.setdefault reads all headers again for each name.
         present = {name.lower() for name, _value in response.headers}
-        response.headers.extend([(name, value) for name, value in HEADERS.items() if name.lower() not in present])
+        response.headers.extend([(name, value) for name, value in headers.items() if name.lower() not in present])
         return response

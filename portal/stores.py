@@ -90,6 +90,26 @@ class FileTokenStore:
         finally:
             os.unlink(draft)
 
+    def remember(self, name: str, value: Any, ttl: int) -> None:
+        """Keep a JSON value for ttl seconds (a page's cache); recall returns it until then."""
+        try:
+            write_file(self._path(name, ".cache"), json.dumps(value).encode(), expires_at=time.time() + ttl)
+        except OSError as error:
+            raise StoreUnavailable(f"the token folder cannot be written ({error.strerror})") from None
+
+    def recall(self, name: str) -> Any:
+        try:
+            with self._path(name, ".cache").open("rb") as handle:
+                if os.fstat(handle.fileno()).st_mtime <= time.time():
+                    return None
+                return json.loads(handle.read())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return None  # not what remember wrote: as good as not cached
+        except OSError as error:
+            raise StoreUnavailable(f"the token folder cannot be read ({error.__class__.__name__})") from None
+
     def ping(self) -> None:
         if not os.access(self.directory, os.W_OK):
             raise StoreUnavailable(f"the session folder {self.directory} is not writable")
@@ -172,6 +192,17 @@ class RedisTokenStore:
                 log.warning("The refresh lock expired before its holder released it")
             except redis.exceptions.RedisError:
                 pass
+
+    def remember(self, name: str, value: Any, ttl: int) -> None:
+        """Keep a JSON value for ttl seconds (a page's cache); recall returns it until then."""
+        self._call(self.client.set, f"{self.prefix}cache:{name}", json.dumps(value), ex=ttl)
+
+    def recall(self, name: str) -> Any:
+        raw = self._call(self.client.get, f"{self.prefix}cache:{name}")
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            return None  # not what remember wrote: as good as not cached
 
     def ping(self) -> None:
         self._call(self.client.ping)

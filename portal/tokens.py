@@ -106,6 +106,8 @@ class TokenStore(Protocol):
     def lock(self, key: str, timeout: float) -> AbstractContextManager[None]: ...
     def ping(self) -> None: ...
     def claim(self, name: str, ttl: int) -> bool: ...
+    def remember(self, name: str, value: Any, ttl: int) -> None: ...
+    def recall(self, name: str) -> Any: ...
 
 
 class TokenService:
@@ -147,6 +149,24 @@ class TokenService:
                 self._copies[key] = tokens
                 if len(self._copies) > MAX_COPIES:
                     del self._copies[next(iter(self._copies))]
+        return tokens
+
+    def renew(self, key: str, rejected: str) -> TokenSet:
+        """A token set after Mediaflow rejected the access token `rejected` before its expiry.
+
+        Refreshes at once, one refresh at a time: a request that waited for the lock finds the new
+        token and does not refresh again. Raises SessionEnded, RefreshFailed, LockTimeout or StoreUnavailable.
+        """
+        with self.store.lock(key, self.lock_timeout):
+            tokens = self._stored(key)
+            if tokens.access_token == rejected:
+                if not tokens.refresh_token:
+                    raise SessionEnded("Mediaflow rejected the access token and gave no refresh token")
+                tokens = self._refresh(key, tokens, self.clock())
+                if tokens.access_token == rejected:
+                    raise RefreshFailed("Mediaflow rejected the access token and could not refresh it just now")
+        with self._copies_lock:
+            self._copies[key] = tokens
         return tokens
 
     def forget(self, key: str) -> None:

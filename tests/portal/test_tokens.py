@@ -115,10 +115,14 @@ def test_a_corrupt_stored_token_set_ends_the_session_politely(make_app: Callable
     assert client.get("/session").status_code == 302
 
 
-def test_api_failure_on_home_degrades_to_a_message_and_keeps_the_session(client: Any, emulator: Emulator) -> None:
+def test_home_calls_no_api_and_an_api_failure_on_account_degrades_to_a_message(client: Any,
+                                                                              emulator: Emulator) -> None:
     portal_login(client)
+    calls = emulator.stats()["api"]
+    assert "Welcome, Demo User" in client.get("/").text  # the name was read at login
+    assert emulator.stats()["api"] == calls
     emulator.fault(endpoint="api", kind="status", status=500)
-    page = client.get("/")
+    page = client.get("/account")
     assert page.status_code == 200
     assert "You are still logged in" in page.text
     assert "Welcome, Demo User" in client.get("/").text

@@ -1,0 +1,282 @@
+"""The media library: browse the folder tree, search, look at a file, download it in a chosen format.
+
+Every page reads Mediaflow through portal/api.py as the logged-in user. What does not change while
+someone browses (the folder tree, the download formats) is kept LIBRARY_CACHE_SECONDS per session in
+the session store; files and their details are always asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, abort, current_app, redirect, render_template, request, session
+from werkzeug.routing import IntegerConverter, Map
+from werkzeug.wrappers import Response
+
+from . import api, tokens
+from .auth import login_required
+from .mediaflow import MediaflowUnavailable
+
+bp = Blueprint("library", __name__)
+
+PER_PAGE = 24
+MAX_PAGE = 10_000
+MAX_SEARCH_LENGTH = 200
+# Mediaflow's search languages; a browser asking for none of them searches in English.
+LANGUAGES = ["sv-SE", "en-GB", "fi-FI", "nb-NO", "de-DE"]
+SORTS = {"filename": "Name", "uploaded": "Upload date", "filesize": "Size"}
+ORDERS = {"asc": "Ascending", "desc": "Descending"}
+# What a grid of previews shows; `fields` names are lowercase (mediaflow-api.md).
+LIST_FIELDS = "id,name,filename,filesize,type,thumbpreview,smallpreview,uploaded,gdprstatus"
+TREE_FIELDS = "id,name,parent,depth,archived,haschildren,private"
+# A tree deeper than this is not Mediaflow's: the rest is not shown rather than recursed into.
+MAX_DEPTH = 32
+GDPR = {
+    "OK": "Consent in order",
+    "MISSING_CONSENT": "Consent missing: people in this file have not agreed to its use",
+    "INVALID_CONSENT": "Consent no longer valid: do not use this file",
+    "AWAIT_CONSENT": "Waiting for consent: do not use this file yet",
+}
+
+
+class MediaflowId(IntegerConverter):
+    """Mediaflow's ids in URLs: whole numbers, negative ones too (Mediaflow has them), within 64 bits."""
+
+    def __init__(self, url_map: Map) -> None:
+        super().__init__(url_map, signed=True, min=-(2**63), max=2**63 - 1)
+
+
+@dataclass
+class Folder:
+    id: int
+    name: str
+    archived: bool
+    private: bool
+    children: list[Folder] = field(default_factory=list)
+
+
+def init_app(app: Flask) -> None:
+    app.url_map.converters["mediaflow_id"] = MediaflowId
+    app.register_blueprint(bp)
+    app.add_template_filter(file_size)
+
+
+@bp.get("/library")
+@login_required
+def library() -> Any:
+    """The folder tree, and a prompt to pick a folder."""
+    return render_template("library/folder.html", tree=build_tree(folder_tree(), None), folder=None, files=None)
+
+
+@bp.get("/library/folders/<mediaflow_id:folder_id>")
+@login_required
+def folder(folder_id: int) -> Any:
+    """One folder's files as a grid of previews, a page at a time. Calls: GET /folder/{id}/files (+ the tree)."""
+    page, sort, order = _page_number(), _choice("sort", SORTS), _choice("order", ORDERS)
+    tree = build_tree(folder_tree(), folder_id)
+    files = api.get(f"folder/{folder_id}/files", fields=LIST_FIELDS, type="any", sort=sort, order=order,
+                    per_page=PER_PAGE, page=page)
+    return render_template("library/folder.html", tree=tree, folder=tree.selected, folder_id=folder_id,
+                           files=summaries(files), page=page, sort=sort, order=order, sorts=SORTS, orders=ORDERS,
+                           has_next=len(files) >= PER_PAGE)
+
+
+@bp.get("/search")
+@login_required
+def search() -> Any:
+    """Search the whole library in the browser's language. Calls: POST /search/file."""
+    term = request.args.get("q", "").strip()
+    if len(term) > MAX_SEARCH_LENGTH:
+        abort(400, description=f"A search is at most {MAX_SEARCH_LENGTH} characters long.")
+    if not term:
+        return render_template("library/search.html", term="", files=None)
+    lang = request.accept_languages.best_match(LANGUAGES, default="en-GB")
+    found = api.post("search/file", {"searchTerm": term, "lang": lang, "ai": False}, fields=LIST_FIELDS)
+    if not isinstance(found, list):
+        raise MediaflowUnavailable("Mediaflow's search answered with an unexpected shape", 502)
+    return render_template("library/search.html", term=term, files=summaries(found))
+
+
+@bp.get("/files/<mediaflow_id:file_id>")
+@login_required
+def file(file_id: int) -> Any:
+    """A file's details, rights and GDPR status, and the download form.
+
+    Calls: GET /file/{id}, /file/{id}/checkpermissions, /file/{id}/license (+ the formats).
+    """
+    details = api.first(api.get(f"file/{file_id}", fields="all"))
+    permissions = api.first(api.get(f"file/{file_id}/checkpermissions"))
+    rights = api.first(api.get(f"file/{file_id}/license", fields="all"))
+    formats = [f for f in download_formats() if _fits(f, details)]
+    today = datetime.fromtimestamp(tokens.service().clock(), UTC).date().isoformat()
+    return render_template("library/file.html", file=summary(details), details=details, permissions=permissions,
+                           rights=rights, formats=formats, gdpr=gdpr_words(details.get("gdprStatus")), today=today)
+
+
+@bp.get("/files/<mediaflow_id:file_id>/download")
+@login_required
+def download(file_id: int) -> Response:
+    """Send the browser to a short-lived download URL. Calls: GET /file/{id}/downloads/{format}.
+
+    The URL is signed for this user: it is handed to the browser once and never logged, stored or shown.
+    """
+    format_id = request.args.get("format", "0")
+    if not (format_id.isascii() and format_id.isdigit() and len(format_id) <= 9):
+        abort(400, description="Choose a download format from the list.")
+    answer = api.first(api.get(f"file/{file_id}/downloads/{format_id}"))
+    url = answer.get("downloadURL")
+    if not isinstance(url, str) or not _is_web_url(url):
+        raise MediaflowUnavailable("Mediaflow's download answer has no usable downloadURL", 502)
+    response = redirect(url, 303)
+    # The signed URL's host learns nothing of the portal's pages.
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def folder_tree() -> list[Any]:
+    """GET /foldertree for this session, kept LIBRARY_CACHE_SECONDS in the session store."""
+    return _cached("foldertree", lambda: api.get("foldertree", fields=TREE_FIELDS, private="true", public="true"))
+
+
+def download_formats() -> list[Any]:
+    """GET /formats, kept as the folder tree is."""
+    return _cached("formats", lambda: api.get("formats", fields="id,name,suffix,filetype,width,height"))
+
+
+def _cached(name: str, fetch: Callable[[], list[Any]]) -> list[Any]:
+    seconds = current_app.config["LIBRARY_CACHE_SECONDS"]
+    store = tokens.service().store
+    # Under the session's token key: another session, even the same user's, never reads it.
+    key = f"{name}:{session['tokens_key']}"
+    if seconds:
+        kept = store.recall(key)
+        if isinstance(kept, list):
+            return kept
+    value = fetch()
+    if seconds:
+        store.remember(key, value, seconds)
+    return value
+
+
+@dataclass
+class Tree:
+    roots: list[Folder]
+    selected: Folder | None
+    # The selected folder and its ancestors: their branches are open.
+    open_ids: set[int]
+
+
+def build_tree(flat: list[Any], selected_id: int | None) -> Tree:
+    """Mediaflow's flat folder list as a tree; a folder whose parent is missing is a root."""
+    folders: dict[int, Folder] = {}
+    parents: dict[int, Any] = {}
+    for item in flat:
+        if isinstance(item, dict) and _is_id(item.get("id")) and item["id"] not in folders:
+            folders[item["id"]] = Folder(item["id"], _text(item.get("name")) or "(no name)",
+                                         item.get("archived") is True, item.get("private") is True)
+            parents[item["id"]] = item.get("parent")
+    roots: list[Folder] = []
+    for folder_id, node in folders.items():
+        parent = folders.get(parents[folder_id]) if _is_id(parents[folder_id]) else None
+        (parent.children if parent is not None and parent is not node else roots).append(node)
+    # Only what hangs from a root is shown, to MAX_DEPTH: a parent loop in the data cannot recurse forever.
+    reachable: dict[int, int | None] = {}
+    stack: list[tuple[Folder, int | None, int]] = [(root, None, 0) for root in roots]
+    while stack:
+        node, parent_id, depth = stack.pop()
+        if node.id in reachable or depth > MAX_DEPTH:
+            continue
+        reachable[node.id] = parent_id
+        stack.extend((child, node.id, depth + 1) for child in node.children)
+    for node in folders.values():
+        node.children = [child for child in node.children if reachable.get(child.id) == node.id]
+    open_ids: set[int] = set()
+    current = selected_id if selected_id in reachable else None
+    while current is not None and current not in open_ids:
+        open_ids.add(current)
+        current = reachable[current]
+    selected = folders[selected_id] if selected_id is not None and selected_id in reachable else None
+    return Tree(roots, selected, open_ids)
+
+
+def summaries(files: list[Any]) -> list[dict[str, Any]]:
+    return [summary(item) for item in files if isinstance(item, dict) and _is_id(item.get("id"))]
+
+
+def summary(item: dict[str, Any]) -> dict[str, Any]:
+    """What a page shows of a file, each field checked: Mediaflow's shapes beyond these are not documented."""
+    kind = item.get("type")
+    kind = kind if isinstance(kind, dict) else {"type": kind}
+    size = item.get("filesize")
+    return {
+        "id": item["id"],
+        "name": _text(item.get("name")) or _text(item.get("filename")) or "(no name)",
+        "filename": _text(item.get("filename")),
+        "kind": _text(kind.get("description")) or _text(kind.get("type")) or "file",
+        "extension": _text(kind.get("extension")),
+        "size": size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
+        "uploaded": _text(item.get("uploaded"))[:10],
+        "thumb": _preview(item.get("thumbPreview")),
+        "preview": _preview(item.get("mediumPreview")) or _preview(item.get("smallPreview")),
+        "gdpr_ok": item.get("gdprStatus") in (None, "OK"),
+    }
+
+
+def gdpr_words(status: Any) -> str:
+    if status is None:
+        return "Not recorded"
+    return GDPR.get(str(status), f"Unknown status ({_text(status)[:40]})")
+
+
+def file_size(size: int | None) -> str:
+    if size is None:
+        return "size unknown"
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    raise AssertionError("unreachable")
+
+
+def _fits(download_format: Any, details: dict[str, Any]) -> bool:
+    """A format for any file, or for this file's type (Mediaflow answers 400 to the others)."""
+    if not isinstance(download_format, dict) or not _is_id(download_format.get("id")):
+        return False
+    filetype = download_format.get("filetype")
+    kind = details.get("type")
+    return filetype in (None, "", "any") or (isinstance(kind, dict) and filetype == kind.get("type"))
+
+
+def _page_number() -> int:
+    raw = request.args.get("page", "1")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6 and 1 <= int(raw) <= MAX_PAGE):
+        abort(400, description=f"A page number is a whole number from 1 to {MAX_PAGE}.")
+    return int(raw)
+
+
+def _choice(name: str, choices: dict[str, str]) -> str:
+    value = request.args.get(name, next(iter(choices)))
+    if value not in choices:
+        abort(400, description=f"'{name}' must be one of: {', '.join(choices)}.")
+    return value
+
+
+def _preview(url: Any) -> str | None:
+    return url if isinstance(url, str) and _is_web_url(url) else None
+
+
+def _is_web_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("https", "http") and bool(parts.netloc) and not any(c in url for c in "\\\r\n\t ")
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
