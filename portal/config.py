@@ -245,9 +245,12 @@ def _check_library(config: dict[str, Any]) -> None:
         raise ConfigError("LIBRARY_CACHE_SECONDS must be zero or more")
     origins = config.get("MEDIAFLOW_PREVIEW_ORIGINS")
     if not origins:
-        # In demo mode the emulator serves the previews, at the address the browser reaches it.
-        demo = urlsplit(config["MEDIAFLOW_AUTHORIZE_URL"])
-        origins = [f"{demo.scheme}://{demo.netloc}"] if config["MEDIAFLOW_DEMO"] else MEDIAFLOW_PREVIEW_ORIGINS
+        # In demo mode the emulator serves the previews, at the address the browser reaches it;
+        # otherwise Mediaflow's hosts, and the API's own (an emulator or a staging Mediaflow).
+        if config["MEDIAFLOW_DEMO"]:
+            origins = [_origin(config["MEDIAFLOW_AUTHORIZE_URL"])]
+        else:
+            origins = list(dict.fromkeys([_origin(config["MEDIAFLOW_API_BASE"]), *MEDIAFLOW_PREVIEW_ORIGINS]))
     for origin in origins:
         if not ORIGIN.fullmatch(origin):
             raise ConfigError(f"MEDIAFLOW_PREVIEW_ORIGINS={origin!r} is not an origin like https://media.example.com "
@@ -256,6 +259,11 @@ def _check_library(config: dict[str, Any]) -> None:
             _check_is_https_outside_loopback("MEDIAFLOW_PREVIEW_ORIGINS", origin.replace("*.", ""),
                                              "previews need https://")
     config["MEDIAFLOW_PREVIEW_ORIGINS"] = origins
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 def _enter_demo_mode(config: dict[str, Any], instance_path: str) -> None:

@@ -224,6 +224,43 @@ def test_requests_of_one_session_at_once_refresh_once_and_all_get_the_new_token(
     assert got == ["fresh"] * 16 and mediaflow.calls == 1
 
 
+@pytest.mark.parametrize(
+    ("answer", "rejected", "outcome", "calls"),
+    [(FRESH, "first", "fresh", 1),                      # the stored token was rejected: refreshed at once
+     (FRESH, "older", "first", 0),                      # another request refreshed already: its token is used
+     (MediaflowRefused("invalid_grant"), "first", SessionEnded, 1),
+     (DOWN, "first", RefreshFailed, 1)],                # Mediaflow down: a 503 page, the session is kept
+    ids=["refreshes", "already-refreshed", "refused", "down"],
+)
+def test_a_token_mediaflow_rejected_before_expiry_is_renewed_once(
+    store: TokenStore, clock: FakeClock, answer: Any, rejected: str, outcome: Any, calls: int
+) -> None:
+    mediaflow = Mediaflow(answer)
+    service, key = service_with(store, mediaflow, clock)
+    if isinstance(outcome, str):
+        assert service.renew(key, rejected).access_token == outcome
+        assert service.fresh(key).access_token == outcome  # the worker's copy follows
+    else:
+        with pytest.raises(outcome):
+            service.renew(key, rejected)
+    assert mediaflow.calls == calls
+
+
+def test_requests_that_all_saw_a_rejected_token_renew_it_once(store: TokenStore, clock: FakeClock) -> None:
+    mediaflow = Mediaflow(FRESH, wait=0.2)
+    service, key = service_with(store, mediaflow, clock)
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda _: service.renew(key, "first").access_token, range(8)))
+    assert got == ["fresh"] * 8 and mediaflow.calls == 1
+
+
+def test_a_rejected_token_without_a_refresh_token_ends_the_session(store: TokenStore, clock: FakeClock) -> None:
+    service = TokenService(store, leeway=60, lock_timeout=2, ttl=600, refresh=Mediaflow(FRESH), clock=clock)
+    key = service.start({"access_token": "only", "expires_in": 100})
+    with pytest.raises(SessionEnded):
+        service.renew(key, "only")
+
+
 def test_a_refresh_lock_held_too_long_serves_a_valid_token_and_times_out_an_expired_one(store: TokenStore,
                                                                                        clock: FakeClock) -> None:
     service, key = service_with(store, Mediaflow(FRESH), clock)
