@@ -1,0 +1,256 @@
+"""The media library's pages against the emulator over real HTTP: what they show, every bad input, every failure."""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import requests
+from emulator.library import file_bytes
+from flask import Flask
+
+from tests.conftest import FakeClock
+from tests.support import Emulator, portal_login
+
+# Ids in the emulator's default library (emulator/library.py).
+BRAND_ASSETS, PHOTO_LIBRARY, ARCHIVE, DEMOS_DRAFTS, ERIKAS_FILES, EMPTY = -3, 6, 7, -5, 11, 12
+DANGEROUS, QUOTES, MISSING_CONSENT, EMBARGOED, EXPIRED_LICENSE, FILM, BRAND_GUIDE = 102, 103, 104, 107, 108, 109, -101
+
+
+@pytest.fixture
+def browsing(make_app: Callable[..., Flask], backend: str) -> Any:
+    client = make_app(backend=backend).test_client()
+    portal_login(client)
+    return client
+
+
+@pytest.fixture
+def logged_in(make_app: Callable[..., Flask]) -> Any:
+    client = make_app().test_client()
+    portal_login(client)
+    return client
+
+
+def api_calls(emulator: Emulator) -> dict[str, int]:
+    return dict(emulator.stats()["api"])
+
+
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [("/library", ["Marketing", "Brand assets", "Demo&#39;s drafts", "private", "archived"]),
+     (f"/library/folders/{BRAND_ASSETS}", ["Logo on white", "Brand guide 2024", 'aria-current="page"']),
+     (f"/library/folders/{DEMOS_DRAFTS}", ["Draft poster"]),
+     (f"/library/folders/{EMPTY}", ["This page of the folder has no files."]),
+     (f"/library/folders/{PHOTO_LIBRARY}", ["Next page", "Page 1"]),
+     (f"/library/folders/{PHOTO_LIBRARY}?page=2", ["Previous page", "Page 2"]),
+     (f"/library/folders/{PHOTO_LIBRARY}?sort=filesize&order=desc", ['value="filesize" selected']),
+     (f"/files/{BRAND_GUIDE}", ["Brand guide 2024", "Colours, type and logo rules.", "PDF print", "Original"]),
+     (f"/files/{MISSING_CONSENT}", ["Consent missing", "Åsa Ström", "3000 × 2000 px"]),
+     (f"/files/{EMBARGOED}", ["You may not download this file: Embargoed until the product launch."]),
+     (f"/files/{EXPIRED_LICENSE}", ["2020-12-31 <strong class=\"warn\">(expired)</strong>", "Licence 4411"]),
+     (f"/files/{FILM}", ["94 s", "1920 × 1080 px"]),
+     ("/search?q=stockholm", ["26 files found"]),
+     ("/search?q=%C3%96RESUNDSBRON", ["1 file found", "Öresundsbron i dimma"]),
+     ("/search?q=nothing-like-this", ["Nothing in the library matches."]),
+     ("/search", ['type="search"'])],
+)
+def test_library_pages_show_what_mediaflow_holds(browsing: Any, path: str, shown: list[str]) -> None:
+    page = browsing.get(path)
+    assert page.status_code == 200, page.text
+    for text in shown:
+        assert text in page.text, text
+
+
+def test_the_page_after_the_last_has_no_next_link(logged_in: Any) -> None:
+    assert "Next page" not in logged_in.get(f"/library/folders/{PHOTO_LIBRARY}?page=2").text
+
+
+@pytest.mark.parametrize("path", ["/library/folders/4", f"/files/{DANGEROUS}", "/search?q=onerror"])
+def test_everything_mediaflow_returns_is_shown_as_text(logged_in: Any, path: str) -> None:
+    page = logged_in.get(path).text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "<img src=x" not in page and "<script>alert" not in page
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "says"),
+    [("/library/folders/abc", 404, "Page not found"),
+     ("/library/folders/99999999999999999999999", 404, "Page not found"),
+     ("/library/folders/--3", 404, "Page not found"),
+     ("/library/folders/424242", 404, "Not found in Mediaflow"),
+     (f"/library/folders/{ERIKAS_FILES}", 403, "You do not have access"),
+     ("/files/-424242", 404, "Not found in Mediaflow"),
+     (f"/library/folders/{PHOTO_LIBRARY}?page=0", 400, "A page number is a whole number from 1 to 10000."),
+     (f"/library/folders/{PHOTO_LIBRARY}?page=abc", 400, "A page number"),
+     (f"/library/folders/{PHOTO_LIBRARY}?page=%C2%B2", 400, "A page number"),
+     (f"/library/folders/{PHOTO_LIBRARY}?page=10001", 400, "A page number"),
+     (f"/library/folders/{PHOTO_LIBRARY}?page=99999999999999999999", 400, "A page number"),
+     (f"/library/folders/{PHOTO_LIBRARY}?sort=evil", 400, "&#39;sort&#39; must be one of: filename, uploaded"),
+     (f"/library/folders/{PHOTO_LIBRARY}?order=up", 400, "&#39;order&#39; must be one of: asc, desc"),
+     ("/search?q=" + "x" * 201, 400, "A search is at most 200 characters long."),
+     (f"/files/{BRAND_GUIDE}/download?format=abc", 400, "Choose a download format from the list."),
+     (f"/files/{BRAND_GUIDE}/download?format=-1", 400, "Choose a download format"),
+     (f"/files/{BRAND_GUIDE}/download?format=99", 404, "Not found in Mediaflow"),
+     (f"/files/{EMBARGOED}/download?format=0", 403, "You do not have access")],
+)
+def test_bad_input_gets_a_page_that_says_what_happened(logged_in: Any, path: str, status: int, says: str) -> None:
+    page = logged_in.get(path)
+    assert page.status_code == status, page.text
+    assert says in page.text
+    assert "Traceback" not in page.text
+    assert logged_in.get("/session").status_code == 200  # never logged out by it
+
+
+@pytest.mark.parametrize("path", ["/library", f"/library/folders/{BRAND_ASSETS}", "/search?q=x", "/files/101",
+                                  "/files/101/download?format=0"])
+def test_the_library_needs_a_login_and_comes_back_to_the_page(make_app: Callable[..., Flask], path: str) -> None:
+    client = make_app().test_client()
+    page = client.get(path)
+    assert page.status_code == 302
+    assert page.headers["Location"].startswith("/login?next=/")
+    back = portal_login(client, next_url=page.headers["Location"].removeprefix("/login?next="))
+    assert back.headers["Location"] == requests.utils.unquote(page.headers["Location"].removeprefix("/login?next="))
+
+
+@pytest.mark.parametrize(("file_id", "format_id"), [(BRAND_GUIDE, 0), (101, 2), (FILM, 0)])
+def test_a_download_redirects_once_to_mediaflows_signed_url_and_the_bytes_arrive(
+    logged_in: Any, file_id: int, format_id: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    answer = logged_in.get(f"/files/{file_id}/download?format={format_id}")
+    assert answer.status_code == 303
+    assert answer.headers["Referrer-Policy"] == "no-referrer"
+    assert answer.headers["Cache-Control"] == "no-store"
+    url = answer.headers["Location"]
+    body = requests.get(url, timeout=5)
+    assert body.status_code == 200 and body.content == file_bytes(file_id, format_id)
+    assert url not in caplog.text and url.split("/")[-1] not in caplog.text  # never logged
+    assert url not in logged_in.get(f"/files/{file_id}").text  # never put in a page
+
+
+def test_the_file_page_offers_only_the_formats_that_fit_the_file(logged_in: Any) -> None:
+    pdf = logged_in.get(f"/files/{BRAND_GUIDE}").text
+    photo = logged_in.get("/files/101").text
+    assert "PDF print" in pdf and "Web JPEG" not in pdf
+    assert "Web JPEG" in photo and "PDF print" not in photo
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "says"),
+    [({"kind": "status", "status": 500}, 502, "Mediaflow sent an answer the portal could not understand."),
+     ({"kind": "status", "status": 400}, 502, "could not understand"),
+     ({"kind": "garbage"}, 502, "could not understand"),
+     ({"kind": "drop"}, 503, "Mediaflow could not be reached in time."),
+     ({"kind": "delay", "delay": 1.5}, 503, "Mediaflow could not be reached in time."),
+     ({"kind": "rate_limit", "retry_after": 0, "count": 2}, 429, "Please wait 0 seconds"),
+     ({"kind": "rate_limit", "retry_after": 30}, 429, "Please wait 30 seconds")],
+    ids=["500", "400", "garbage", "drop", "slow", "429-twice", "429-long"],
+)
+def test_a_mediaflow_failure_is_a_page_with_try_again_and_keeps_the_session(
+    make_app: Callable[..., Flask], emulator: Emulator, fault: dict[str, Any], status: int, says: str
+) -> None:
+    client = make_app(MEDIAFLOW_READ_TIMEOUT=1.0).test_client()
+    portal_login(client)
+    path = f"/library/folders/{BRAND_ASSETS}"
+    emulator.fault(endpoint="api", **fault)
+    page = client.get(path)
+    assert page.status_code == status
+    assert says in page.text and "Try again" in page.text and "Your session is kept" in page.text
+    assert f'href="{path}' in page.text
+    if status == 429:
+        assert page.headers["Retry-After"] == str(fault["retry_after"])
+    assert client.get(path).status_code == 200
+
+
+def test_a_429_is_waited_out_and_retried_once(logged_in: Any, emulator: Emulator) -> None:
+    emulator.fault(endpoint="api", kind="rate_limit", retry_after=1)
+    before = api_calls(emulator).get(f"/1/folder/{BRAND_ASSETS}/files", 0)
+    page = logged_in.get(f"/library/folders/{BRAND_ASSETS}")
+    assert page.status_code == 200 and "Logo on white" in page.text
+    assert api_calls(emulator)[f"/1/folder/{BRAND_ASSETS}/files"] - before == 2
+
+
+@pytest.mark.parametrize(("rejections", "status", "refreshes"), [(1, 200, 1), (2, 401, 1)],
+                         ids=["refresh-and-retry", "still-refused-ends-politely"])
+def test_a_401_for_a_token_that_looked_valid_refreshes_once_and_retries_once(
+    browsing: Any, emulator: Emulator, rejections: int, status: int, refreshes: int
+) -> None:
+    emulator.fault(endpoint="api", kind="status", status=401, count=rejections)
+    page = browsing.get(f"/library/folders/{BRAND_ASSETS}")
+    assert page.status_code == status
+    assert emulator.refreshes() == refreshes
+    if status == 200:
+        assert "Logo on white" in page.text
+        assert browsing.get("/session").json["tokens"]["last_refreshed"] is not None
+    else:
+        assert "Your Mediaflow session has ended" in page.text
+        assert f'href="/login?next=/library/folders/{BRAND_ASSETS}"' in page.text
+        assert browsing.get("/session").status_code == 302
+
+
+def test_a_token_that_expires_while_browsing_is_refreshed_once_and_pages_keep_working(
+    make_app: Callable[..., Flask], emulator: Emulator, clock: FakeClock
+) -> None:
+    client = make_app("short", clock=clock).test_client()
+    portal_login(client)
+    for path in ("/library", f"/library/folders/{PHOTO_LIBRARY}", "/files/201", "/search?q=logo"):
+        clock.advance(1.2)  # the 4-second token is due after the second page
+        assert client.get(path).status_code == 200, path
+    assert emulator.refreshes() == 1
+
+
+@pytest.mark.parametrize(("seconds", "tree_calls"), [(60, 1), (0, 3)])
+def test_the_folder_tree_is_kept_per_session_for_library_cache_seconds(
+    make_app: Callable[..., Flask], emulator: Emulator, backend: str, seconds: int, tree_calls: int
+) -> None:
+    client = make_app(backend=backend, LIBRARY_CACHE_SECONDS=seconds).test_client()
+    portal_login(client)
+    for path in ("/library", f"/library/folders/{BRAND_ASSETS}", f"/library/folders/{PHOTO_LIBRARY}"):
+        assert client.get(path).status_code == 200
+    assert api_calls(emulator).get("/1/foldertree", 0) == tree_calls
+
+
+def test_a_warm_folder_page_makes_one_mediaflow_call_and_the_home_page_none(logged_in: Any,
+                                                                           emulator: Emulator) -> None:
+    logged_in.get(f"/library/folders/{BRAND_ASSETS}")
+    before = sum(api_calls(emulator).values())
+    logged_in.get(f"/library/folders/{PHOTO_LIBRARY}")
+    assert sum(api_calls(emulator).values()) - before == 1
+    logged_in.get("/")
+    assert sum(api_calls(emulator).values()) - before == 1
+
+
+def test_another_users_session_never_sees_the_first_users_cached_tree(make_app: Callable[..., Flask]) -> None:
+    app = make_app()
+    demo, editor = app.test_client(), app.test_client()
+    portal_login(demo)
+    portal_login(editor, username="editor")
+    assert "Demo&#39;s drafts" in demo.get("/library").text
+    tree = editor.get("/library").text
+    assert "Demo&#39;s drafts" not in tree and "Erika&#39;s private files" in tree
+
+
+@pytest.mark.parametrize(
+    ("accept_language", "lang"),
+    [("sv-SE,sv;q=0.9,en;q=0.8", "sv-SE"), ("nb", "nb-NO"), ("de-AT, de;q=0.9", "de-DE"), ("fi", "fi-FI"),
+     ("fr-FR, fr;q=0.9", "en-GB"), ("", "en-GB"), ("en-US", "en-GB")],
+)
+def test_search_asks_in_the_browsers_language_among_mediaflows_five(logged_in: Any, emulator: Emulator,
+                                                                     accept_language: str, lang: str) -> None:
+    headers = {"Accept-Language": accept_language} if accept_language else {}
+    assert logged_in.get("/search?q=logo", headers=headers).status_code == 200
+    assert emulator.stats()["last_search_lang"] == lang
+
+
+def test_previews_may_load_from_the_api_host_and_nothing_else(make_app: Callable[..., Flask],
+                                                               emulator: Emulator) -> None:
+    client = make_app().test_client()
+    portal_login(client)
+    page = client.get(f"/library/folders/{BRAND_ASSETS}")
+    csp = page.headers["Content-Security-Policy"]
+    assert f"img-src 'self' {emulator.url} https://*.mediaflow.com https://*.mediaflowpro.com" in csp
+    assert "script-src" not in csp and "default-src 'self'" in csp  # still no inline script
+    assert f'src="{html.escape(emulator.url)}/_emulator/preview/101/thumb.svg"' in page.text
