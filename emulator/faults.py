@@ -86,8 +86,11 @@ def drop_connection(environ: dict[str, Any]) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
+DOWNLOAD_OUTCOMES = ("ok", "tampered", "expired")
+
+
 class Stats:
-    """Counts of token requests per grant and outcome, and API calls per endpoint."""
+    """Counts of token requests per grant and outcome, API calls per path, downloads and previews."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -95,6 +98,10 @@ class Stats:
         self._api: Counter[str] = Counter()
         self._recent: deque[dict[str, Any]] = deque(maxlen=50)
         self._seconds: dict[str, float] = {}
+        self._api_seconds: dict[str, float] = {}
+        self._downloads: Counter[str] = Counter()
+        self._previews = 0
+        self._last_search_lang: str | None = None
         # Token and API requests being answered now (a delayed one may outlive the caller's timeout).
         self._in_flight = 0
 
@@ -104,10 +111,12 @@ class Stats:
             if shape is not None:
                 self._recent.append(shape | {"ok": ok})
 
-    def busy(self, area: str, seconds: float) -> None:
+    def busy(self, area: str, seconds: float, path: str | None = None) -> None:
         """Time spent answering, so benchmarks can tell the emulator's share from the portal's."""
         with self._lock:
             self._seconds[area] = self._seconds.get(area, 0.0) + seconds
+            if path is not None:
+                self._api_seconds[path] = self._api_seconds.get(path, 0.0) + seconds
 
     def started(self) -> None:
         with self._lock:
@@ -121,12 +130,28 @@ class Stats:
         with self._lock:
             self._api[path] += 1
 
+    def search(self, lang: str | None) -> None:
+        with self._lock:
+            self._last_search_lang = lang
+
+    def download(self, outcome: str) -> None:
+        with self._lock:
+            self._downloads[outcome] += 1
+
+    def preview(self) -> None:
+        with self._lock:
+            self._previews += 1
+
     def reset(self) -> None:
         with self._lock:
             self._tokens.clear()
             self._api.clear()
             self._recent.clear()
             self._seconds.clear()
+            self._api_seconds.clear()
+            self._downloads.clear()
+            self._previews = 0
+            self._last_search_lang = None
 
     def as_json(self) -> dict[str, Any]:
         with self._lock:
@@ -135,4 +160,10 @@ class Stats:
                 tokens.setdefault(grant, {"ok": 0, "failed": 0})[outcome] = n
             return {"token": tokens, "api": dict(self._api), "recent_token_requests": list(self._recent),
                     "in_flight": self._in_flight,
-                    "busy_ms": {area: round(seconds * 1000, 3) for area, seconds in self._seconds.items()}}
+                    "busy_ms": _milliseconds(self._seconds), "api_busy_ms": _milliseconds(self._api_seconds),
+                    "downloads": {o: self._downloads[o] for o in DOWNLOAD_OUTCOMES}, "previews": self._previews,
+                    "last_search_lang": self._last_search_lang}
+
+
+def _milliseconds(seconds: dict[str, float]) -> dict[str, float]:
+    return {key: round(value * 1000, 3) for key, value in seconds.items()}
