@@ -52,6 +52,8 @@ def create_app(config: EmulatorConfig | None = None) -> Flask:
             return Response("<html><body>502 Bad Gateway</body></html>", status=fault.status, mimetype="text/html")
         if fault.kind == "oauth_error":
             return jsonify(error=fault.error, error_description="Injected by the emulator."), fault.status
+        if fault.kind == "rate_limit":
+            return jsonify(status=429, error="Too many requests."), 429, {"Retry-After": str(fault.retry_after)}
         return jsonify(status=fault.status, error="Injected fault."), fault.status
 
     @app.after_request

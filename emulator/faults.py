@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 ENDPOINTS = ("authorize", "token", "api")
-KINDS = ("delay", "status", "garbage", "drop", "oauth_error")
+KINDS = ("delay", "status", "garbage", "drop", "oauth_error", "rate_limit")
 
 
 class FaultError(ValueError):
@@ -24,6 +24,7 @@ class Fault:
     delay: float = 0.0
     status: int = 500
     error: str = "invalid_grant"
+    retry_after: int = 1
 
     @classmethod
     def from_json(cls, data: Any) -> Fault:
@@ -40,13 +41,19 @@ class Fault:
         delay = data.get("delay", 0.0)
         if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 120:
             raise FaultError("delay must be a number of seconds from 0 to 120")
-        status = data.get("status", 500 if kind == "status" else 200 if kind == "garbage" else 400)
+        status = data.get("status", 500 if kind == "status" else 200 if kind == "garbage" else
+                          429 if kind == "rate_limit" else 400)
         if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
             raise FaultError("status must be an HTTP status from 100 to 599")
+        if kind == "rate_limit" and status != 429:
+            raise FaultError("a rate_limit fault is always status 429")
+        retry_after = data.get("retry_after", 1)
+        if isinstance(retry_after, bool) or not isinstance(retry_after, int) or not 0 <= retry_after <= 60:
+            raise FaultError("retry_after must be a whole number of seconds from 0 to 60")
         error = data.get("error", "invalid_grant")
         if not isinstance(error, str) or not error:
             raise FaultError("error must be a non-empty string")
-        return cls(endpoint, kind, count, float(delay), status, error)
+        return cls(endpoint, kind, count, float(delay), status, error, retry_after)
 
 
 class Faults:

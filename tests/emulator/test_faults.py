@@ -67,6 +67,18 @@ def test_api_faults_only_touch_the_api(emulator: Emulator, exchange: Callable[..
     assert requests.get(f"{emulator.url}/1/me", headers=headers, timeout=5).status_code == 200
 
 
+@pytest.mark.parametrize(("fault", "retry_after"), [({}, "1"), ({"retry_after": 7}, "7"), ({"retry_after": 0}, "0")])
+def test_rate_limit_answers_429_with_retry_after(emulator: Emulator, exchange: Callable[..., dict[str, Any]],
+                                                 fault: dict[str, Any], retry_after: str) -> None:
+    headers = {"Authorization": f"Bearer {exchange()['access_token']}"}
+    emulator.fault(endpoint="api", kind="rate_limit", **fault)
+    limited = requests.get(f"{emulator.url}/1/foldertree", headers=headers, timeout=5)
+    assert limited.status_code == 429 and limited.headers["Retry-After"] == retry_after
+    assert limited.json() == {"status": 429, "error": "Too many requests."}
+    assert requests.get(f"{emulator.url}/1/foldertree", headers=headers, timeout=5).status_code == 200
+    assert emulator.stats()["api"] == {"/1/foldertree": 2}  # the refused call counts too
+
+
 @pytest.mark.parametrize(("method", "path", "body"), [
     ("GET", "/1/foldertree", None), ("GET", "/1/folder/-3/files", None), ("GET", "/1/file/-101", None),
     ("GET", "/1/file/101/checkpermissions", None), ("GET", "/1/file/101/license", None),
@@ -109,7 +121,13 @@ def test_faults_can_be_listed_and_cleared(emulator: Emulator) -> None:
     "fault",
     [None, [], {"endpoint": "nowhere", "kind": "status"}, {"endpoint": "token", "kind": "explode"},
      {"endpoint": "token", "kind": "status", "count": 0}, {"endpoint": "token", "kind": "delay", "delay": -1},
-     {"endpoint": "token", "kind": "status", "status": 99}, {"endpoint": "token", "kind": "status", "count": True}],
+     {"endpoint": "token", "kind": "status", "status": 99}, {"endpoint": "token", "kind": "status", "count": True},
+     {"endpoint": "api", "kind": "rate_limit", "retry_after": -1},
+     {"endpoint": "api", "kind": "rate_limit", "retry_after": 61},
+     {"endpoint": "api", "kind": "rate_limit", "retry_after": 1.5},
+     {"endpoint": "api", "kind": "rate_limit", "retry_after": "1"},
+     {"endpoint": "api", "kind": "rate_limit", "retry_after": True},
+     {"endpoint": "api", "kind": "rate_limit", "status": 503}],
 )
 def test_unusable_fault_requests_are_400_with_a_message(emulator: Emulator, fault: Any) -> None:
     response = requests.post(f"{emulator.url}/_emulator/faults", json=fault, timeout=5)
