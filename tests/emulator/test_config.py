@@ -46,6 +46,13 @@ def test_a_library_is_read_from_the_file_with_defaults_for_what_it_leaves_out() 
     assert parse_config({}).library.files.keys() == default_config().library.files.keys()
 
 
+def test_readmes_example_config_file_is_valid() -> None:
+    section = (ROOT / "README.md").read_text().partition("**Config file** (JSON)")[2]
+    example = section.partition("```json\n")[2].partition("```")[0]
+    config = parse_config(json.loads(example), source="README")
+    assert config.library.files[-10].license.use_to == "2020-12-31" and config.library.owner(-2) == "demo"
+
+
 GOOD_CLIENT = {"id": "c", "secret": "s", "redirect_uris": ["http://x/cb"]}
 FOLDER = {"id": 1, "name": "F"}
 FILE = {"id": 1, "name": "N", "filename": "n.jpg", "folder_id": 1}
