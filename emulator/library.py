@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 import functools
 import hashlib
 import random
@@ -220,12 +221,13 @@ def preview_svg(file: MediaFile, size: str) -> str:
     name = _NOT_XML.sub("", file.name)
     fits = max(4, int(width / (font * 0.6)))
     label = name if len(name) <= fits else name[:fits - 1] + "…"
-    hue = (file.id * 47) % 360
+    red, green, blue = colorsys.hls_to_rgb((file.id * 47) % 360 / 360, 0.42, 0.55)
+    fill = f"#{round(red * 255):02x}{round(green * 255):02x}{round(blue * 255):02x}"
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img">'
         f"<title>{escape(name)}</title>"
-        f'<rect width="{width}" height="{height}" fill="hsl({hue}, 55%, 42%)"/>'
+        f'<rect width="{width}" height="{height}" fill="{fill}"/>'
         f'<text x="{width // 2}" y="{height // 2}" font-family="sans-serif" font-size="{font}" fill="#fff" '
         f'text-anchor="middle" dominant-baseline="middle">{escape(label)}</text>'
         "</svg>"
@@ -245,7 +247,7 @@ class DownloadSigner:
         self._serializer = URLSafeSerializer(secrets.token_bytes(32), salt="mediaflow-emulator-download")
 
     def sign(self, file_id: int, format_id: int) -> str:
-        return self._serializer.dumps([file_id, format_id, self.clock() + self.lifetime])
+        return self._serializer.dumps([file_id, format_id, round(self.clock() + self.lifetime, 3)])
 
     def unsign(self, token: str) -> tuple[int, int]:
         """The (file, format) in a token; itsdangerous.BadSignature if tampered with, DownloadExpired if old."""
