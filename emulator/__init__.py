@@ -1,4 +1,4 @@
-"""A local Mediaflow: the authorization page, the token endpoint and `/1/me`, in memory."""
+"""A local Mediaflow: the authorization page, the token endpoint and the media API on a demo library, in memory."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from authlib.oauth2 import OAuth2Error
 from flask import Flask, Response, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from . import api
 from .config import GRANT_TYPES, EmulatorConfig, default_config
 from .faults import Fault, FaultError, Faults, Stats, drop_connection
 from .oauth import MediaflowServer
@@ -16,7 +17,7 @@ from .store import Store
 
 
 def create_app(config: EmulatorConfig | None = None) -> Flask:
-    """Create the emulator for the given clients and users (the defaults when none)."""
+    """Create the emulator for the given clients, users and library (the defaults when none)."""
     config = config or default_config()
     app = Flask(__name__)
     # Cookies ignore ports: never share a cookie name with the portal on the same host.
@@ -26,6 +27,7 @@ def create_app(config: EmulatorConfig | None = None) -> Flask:
     faults = Faults()
     stats = Stats()
     app.extensions["mediaflow_emulator"] = {"config": config, "store": store, "faults": faults, "stats": stats}
+    api.init_app(app, config, store, stats)
 
     @app.before_request
     def inject_fault() -> Any:
@@ -33,6 +35,8 @@ def create_app(config: EmulatorConfig | None = None) -> Flask:
         area = _area()
         if area:
             stats.started()
+        if area == "api":
+            stats.api_call(request.path)
         fault = faults.take(area) if area else None
         if fault is None:
             return None
@@ -48,13 +52,15 @@ def create_app(config: EmulatorConfig | None = None) -> Flask:
             return Response("<html><body>502 Bad Gateway</body></html>", status=fault.status, mimetype="text/html")
         if fault.kind == "oauth_error":
             return jsonify(error=fault.error, error_description="Injected by the emulator."), fault.status
+        if fault.kind == "rate_limit":
+            return jsonify(status=429, error="Too many requests."), 429, {"Retry-After": str(fault.retry_after)}
         return jsonify(status=fault.status, error="Injected fault."), fault.status
 
     @app.after_request
     def count_time(response: Response) -> Response:
         area = _area()
         if area and "started" in g:
-            stats.busy(area, time.perf_counter() - g.started)
+            stats.busy(area, time.perf_counter() - g.started, path=request.path if area == "api" else None)
         return response
 
     @app.teardown_request
@@ -89,24 +95,9 @@ def create_app(config: EmulatorConfig | None = None) -> Flask:
         stats.token_request(_grant_bucket(), ok=response.status_code == 200, shape=_request_shape())
         return response
 
-    @app.get("/1/me")
-    def me() -> Any:
-        """Return the token's user as a one-element array, as Mediaflow's GETs do."""
-        stats.api_call("/1/me")
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not value:
-            return _api_error(401, "Missing bearer token.")
-        access = store.find_access_token(value.strip())
-        if access is None:
-            return _api_error(401, "The access token is invalid or has expired.")
-        user = config.user(access.username)
-        assert user is not None
-        return jsonify([{"id": user.id, "username": user.username, "name": user.name,
-                         "email": user.email, "customerId": user.customer_id}])
-
     @app.get("/_emulator/stats")
     def read_stats() -> Any:
-        """Count token requests per grant and API calls per endpoint."""
+        """Count token requests per grant, API calls and time per path, downloads and previews."""
         return jsonify(stats.as_json() | {"reuse_detected": store.reuse_detected})
 
     @app.route("/_emulator/faults", methods=["GET", "POST", "DELETE"])
@@ -139,7 +130,10 @@ def create_app(config: EmulatorConfig | None = None) -> Flask:
 
 
 def _area() -> str | None:
-    return {"authorize": "authorize", "token": "token", "me": "api"}.get(request.endpoint or "")
+    """The fault area of this request: every /1/ view but the token endpoint is "api"."""
+    if request.blueprint == "api":
+        return "api"
+    return {"authorize": "authorize", "token": "token"}.get(request.endpoint or "")
 
 
 def _grant_bucket() -> str:

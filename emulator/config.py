@@ -1,13 +1,28 @@
-"""The emulator's clients and users: defaults, and a JSON file checked field by field."""
+"""The emulator's clients, users and media library: defaults, and a JSON file checked field by field."""
 
 from __future__ import annotations
 
 import hmac
 import json
-from dataclasses import dataclass
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
+from .library import (
+    FILE_TYPES,
+    GDPR_STATUSES,
+    Folder,
+    Library,
+    License,
+    MediaFile,
+    default_library,
+    extension_of,
+)
+
+T = TypeVar("T")
 GRANT_TYPES = ("authorization_code", "refresh_token", "password")
 DEMO_CLIENT_ID = "mediaflow-portal-demo"
 DEMO_CLIENT_SECRET = "demo-client-secret-not-for-production"  # noqa: S105 - public by design: demo only
@@ -48,6 +63,7 @@ class EmulatorConfig:
     users: tuple[User, ...]
     code_lifetime: int = 60
     source: str = "built-in defaults"
+    library: Library = field(default_factory=default_library)
 
     def client(self, client_id: str | None) -> Client | None:
         return next((c for c in self.clients if c.id == client_id), None)
@@ -99,7 +115,7 @@ def load_config(path: str | Path) -> EmulatorConfig:
 def parse_config(raw: Any, source: str = "config") -> EmulatorConfig:
     """Build the config from parsed JSON; unknown keys and wrong types are errors."""
     reader = _Reader(source)
-    top = reader.mapping(raw, "", {"clients", "users", "code_lifetime"})
+    top = reader.mapping(raw, "", {"clients", "users", "code_lifetime", "library"})
     defaults = default_config()
     clients = defaults.clients
     users = defaults.users
@@ -112,7 +128,8 @@ def parse_config(raw: Any, source: str = "config") -> EmulatorConfig:
         users = tuple(_user(reader, item, f"users[{i}]", i + 1) for i, item in enumerate(items))
         reader.unique([u.username for u in users], "users", "username")
     code_lifetime = reader.positive_int(top.get("code_lifetime", 60), "code_lifetime")
-    return EmulatorConfig(clients=clients, users=users, code_lifetime=code_lifetime, source=source)
+    library = _library(reader, top["library"], {u.username for u in users}) if "library" in top else defaults.library
+    return EmulatorConfig(clients=clients, users=users, code_lifetime=code_lifetime, source=source, library=library)
 
 
 def _client(reader: _Reader, raw: Any, where: str) -> Client:
@@ -163,6 +180,111 @@ def _user(reader: _Reader, raw: Any, where: str, number: int) -> User:
     )
 
 
+def _library(reader: _Reader, raw: Any, usernames: set[str]) -> Library:
+    top = reader.mapping(raw, "library", {"folders", "files"}, required={"folders", "files"})
+    folders = [_folder(reader, item, f"library.folders[{i}]", usernames)
+               for i, item in enumerate(reader.array(top["folders"], "library.folders"))]
+    reader.unique([str(f.id) for f in folders], "library.folders", "id")
+    by_id = {f.id: f for f in folders}
+    for i, folder in enumerate(folders):
+        where = f"library.folders[{i}]"
+        if folder.parent is not None and folder.parent not in by_id:
+            reader.fail(f"{where}.parent", f"no folder has id {folder.parent}")
+        seen, above = {folder.id}, folder.parent
+        while above is not None and above in by_id:
+            if above in seen:
+                reader.fail(f"{where}.parent", "folders form a loop")
+            seen.add(above)
+            if folder.owner and by_id[above].owner not in (None, folder.owner):
+                reader.fail(f"{where}.owner", "differs from the owner of the private folder it is in")
+            above = by_id[above].parent
+    files = [_file(reader, item, f"library.files[{i}]", by_id)
+             for i, item in enumerate(reader.array(top["files"], "library.files"))]
+    reader.unique([str(f.id) for f in files], "library.files", "id")
+    return Library(folders, files)
+
+
+def _folder(reader: _Reader, raw: Any, where: str, usernames: set[str]) -> Folder:
+    item = reader.mapping(raw, where, {"id", "name", "parent", "archived", "owner"}, required={"id", "name"})
+    owner = reader.optional(item.get("owner"), f"{where}.owner", reader.text)
+    if owner is not None and owner not in usernames:
+        reader.fail(f"{where}.owner", f"no user is called {owner!r}")
+    return Folder(
+        id=reader.integer(item["id"], f"{where}.id"),
+        name=reader.text(item["name"], f"{where}.name"),
+        parent=reader.optional(item.get("parent"), f"{where}.parent", reader.integer),
+        archived=reader.boolean(item.get("archived", False), f"{where}.archived"),
+        owner=owner,
+    )
+
+
+FILE_FIELDS = {
+    "id", "name", "filename", "folder_id", "uploaded", "uploaded_by", "filesize", "gdpr_status", "width", "height",
+    "length", "photographer", "description", "alttext", "allow_download", "allow_download_reason", "warn_from",
+    "license",
+}
+
+
+def _file(reader: _Reader, raw: Any, where: str, folders: dict[int, Folder]) -> MediaFile:
+    item = reader.mapping(raw, where, FILE_FIELDS, required={"id", "name", "filename", "folder_id"})
+    filename = reader.text(item["filename"], f"{where}.filename")
+    if extension_of(filename) not in FILE_TYPES:
+        reader.fail(f"{where}.filename", f"must end in one of {', '.join('.' + e for e in FILE_TYPES)}")
+    folder_id = reader.integer(item["folder_id"], f"{where}.folder_id")
+    if folder_id not in folders:
+        reader.fail(f"{where}.folder_id", f"no folder has id {folder_id}")
+    gdpr_status = item.get("gdpr_status", "OK")
+    if gdpr_status not in GDPR_STATUSES:
+        reader.fail(f"{where}.gdpr_status", f"must be one of {', '.join(GDPR_STATUSES)}")
+    text = reader.any_text
+    return MediaFile(
+        id=reader.integer(item["id"], f"{where}.id"),
+        name=reader.text(item["name"], f"{where}.name"),
+        filename=filename,
+        folder_id=folder_id,
+        uploaded=reader.timestamp(item.get("uploaded", "2024-01-15T09:30:00"), f"{where}.uploaded"),
+        uploaded_by=text(item.get("uploaded_by", "Demo User"), f"{where}.uploaded_by"),
+        filesize=reader.optional(item.get("filesize"), f"{where}.filesize", reader.size),
+        gdpr_status=gdpr_status,
+        width=reader.optional(item.get("width"), f"{where}.width", reader.size),
+        height=reader.optional(item.get("height"), f"{where}.height", reader.size),
+        length=reader.optional(item.get("length"), f"{where}.length", reader.size),
+        photographer=text(item.get("photographer", ""), f"{where}.photographer"),
+        description=text(item.get("description", ""), f"{where}.description"),
+        alttext=text(item.get("alttext", ""), f"{where}.alttext"),
+        allow_download=reader.boolean(item.get("allow_download", True), f"{where}.allow_download"),
+        allow_download_reason=text(item.get("allow_download_reason", ""), f"{where}.allow_download_reason"),
+        warn_from=reader.optional(item.get("warn_from"), f"{where}.warn_from", reader.day),
+        license=_license(reader, item["license"], f"{where}.license") if "license" in item else License(),
+    )
+
+
+def _license(reader: _Reader, raw: Any, where: str) -> License:
+    fields = {"rights_exists", "rights_information", "license_information", "download_warning", "lock_file",
+              "use_from", "use_to"}
+    item = reader.mapping(raw, where, fields)
+    return License(
+        rights_exists=reader.boolean(item.get("rights_exists", False), f"{where}.rights_exists"),
+        rights_information=reader.any_text(item.get("rights_information", ""), f"{where}.rights_information"),
+        license_information=reader.any_text(item.get("license_information", ""), f"{where}.license_information"),
+        download_warning=reader.any_text(item.get("download_warning", ""), f"{where}.download_warning"),
+        lock_file=reader.boolean(item.get("lock_file", False), f"{where}.lock_file"),
+        use_from=reader.optional(item.get("use_from"), f"{where}.use_from", reader.day),
+        use_to=reader.optional(item.get("use_to"), f"{where}.use_to", reader.day),
+    )
+
+
+def _is_time(raw: Any, pattern: str, layout: str) -> bool:
+    """Exactly this layout, zero-padded (strptime alone takes 2020-1-5), and a real date."""
+    if not isinstance(raw, str) or not re.fullmatch(pattern, raw):
+        return False
+    try:
+        datetime.strptime(raw, layout)
+    except ValueError:
+        return False
+    return True
+
+
 class _Reader:
     """Type checks that raise ConfigError naming the file and the field."""
 
@@ -192,6 +314,34 @@ class _Reader:
         if not isinstance(raw, str) or not raw:
             self.fail(where, "must be a non-empty string")
         return raw
+
+    def any_text(self, raw: Any, where: str) -> str:
+        if not isinstance(raw, str):
+            self.fail(where, "must be a string")
+        return raw
+
+    def integer(self, raw: Any, where: str) -> int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            self.fail(where, "must be a whole number")
+        return raw
+
+    def size(self, raw: Any, where: str) -> int:
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+            self.fail(where, "must be a whole number, 0 or more")
+        return raw
+
+    def day(self, raw: Any, where: str) -> str:
+        if not _is_time(raw, r"[0-9]{4}-[0-9]{2}-[0-9]{2}", "%Y-%m-%d"):
+            self.fail(where, "must be a date, YYYY-MM-DD")
+        return str(raw)
+
+    def timestamp(self, raw: Any, where: str) -> str:
+        if not _is_time(raw, r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}", "%Y-%m-%dT%H:%M:%S"):
+            self.fail(where, "must be a time, YYYY-MM-DDTHH:MM:SS")
+        return str(raw)
+
+    def optional(self, raw: Any, where: str, check: Callable[[Any, str], T]) -> T | None:
+        return None if raw is None else check(raw, where)
 
     def strings(self, raw: Any, where: str) -> list[str]:
         return [self.text(item, f"{where}[{i}]") for i, item in enumerate(self.array(raw, where))]

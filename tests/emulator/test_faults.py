@@ -67,6 +67,42 @@ def test_api_faults_only_touch_the_api(emulator: Emulator, exchange: Callable[..
     assert requests.get(f"{emulator.url}/1/me", headers=headers, timeout=5).status_code == 200
 
 
+@pytest.mark.parametrize(("fault", "retry_after"), [({}, "1"), ({"retry_after": 7}, "7"), ({"retry_after": 0}, "0")])
+def test_rate_limit_answers_429_with_retry_after(emulator: Emulator, exchange: Callable[..., dict[str, Any]],
+                                                 fault: dict[str, Any], retry_after: str) -> None:
+    headers = {"Authorization": f"Bearer {exchange()['access_token']}"}
+    emulator.fault(endpoint="api", kind="rate_limit", **fault)
+    limited = requests.get(f"{emulator.url}/1/foldertree", headers=headers, timeout=5)
+    assert limited.status_code == 429 and limited.headers["Retry-After"] == retry_after
+    assert limited.json() == {"status": 429, "error": "Too many requests."}
+    assert requests.get(f"{emulator.url}/1/foldertree", headers=headers, timeout=5).status_code == 200
+    assert emulator.stats()["api"] == {"/1/foldertree": 2}  # the refused call counts too
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("GET", "/1/foldertree", None), ("GET", "/1/folder/-3/files", None), ("GET", "/1/file/-101", None),
+    ("GET", "/1/file/101/checkpermissions", None), ("GET", "/1/file/101/license", None),
+    ("POST", "/1/search/file", {"searchTerm": "logo", "lang": "en-GB"}), ("GET", "/1/formats", None),
+    ("GET", "/1/file/101/downloads/0", None)])
+def test_api_faults_touch_every_library_endpoint(emulator: Emulator, exchange: Callable[..., dict[str, Any]],
+                                                 method: str, path: str, body: Any) -> None:
+    headers = {"Authorization": f"Bearer {exchange()['access_token']}"}
+    emulator.fault(endpoint="api", kind="status", status=503)
+    failed = requests.request(method, f"{emulator.url}{path}", json=body, headers=headers, timeout=5)
+    assert failed.status_code == 503 and failed.json() == {"status": 503, "error": "Injected fault."}
+    assert requests.request(method, f"{emulator.url}{path}", json=body, headers=headers, timeout=5).ok
+
+
+def test_api_faults_leave_previews_and_downloads_alone(emulator: Emulator,
+                                                       exchange: Callable[..., dict[str, Any]]) -> None:
+    headers = {"Authorization": f"Bearer {exchange()['access_token']}"}
+    [link] = requests.get(f"{emulator.url}/1/file/101/downloads/0", headers=headers, timeout=5).json()
+    emulator.fault(endpoint="api", kind="status", status=503, count=2)
+    assert requests.get(link["downloadURL"], timeout=5).status_code == 200
+    assert requests.get(f"{emulator.url}/_emulator/preview/101/thumb.svg", timeout=5).status_code == 200
+    assert len(requests.get(f"{emulator.url}/_emulator/faults", timeout=5).json()["faults"]) == 1
+
+
 def test_authorize_faults(emulator: Emulator) -> None:
     emulator.fault(endpoint="authorize", kind="status", status=500)
     assert requests.get(authorize_url(emulator, "portal-test", CALLBACK), timeout=5).status_code == 500
@@ -85,7 +121,13 @@ def test_faults_can_be_listed_and_cleared(emulator: Emulator) -> None:
     "fault",
     [None, [], {"endpoint": "nowhere", "kind": "status"}, {"endpoint": "token", "kind": "explode"},
      {"endpoint": "token", "kind": "status", "count": 0}, {"endpoint": "token", "kind": "delay", "delay": -1},
-     {"endpoint": "token", "kind": "status", "status": 99}, {"endpoint": "token", "kind": "status", "count": True}],
+     {"endpoint": "token", "kind": "status", "status": 99}, {"endpoint": "token", "kind": "status", "count": True},
+     {"endpoint": "api", "kind": "rate_limit", "retry_after": -1},
+     {"endpoint": "api", "kind": "rate_limit", "retry_after": 61},
+     {"endpoint": "api", "kind": "rate_limit", "retry_after": 1.5},
+     {"endpoint": "api", "kind": "rate_limit", "retry_after": "1"},
+     {"endpoint": "api", "kind": "rate_limit", "retry_after": True},
+     {"endpoint": "api", "kind": "rate_limit", "status": 503}],
 )
 def test_unusable_fault_requests_are_400_with_a_message(emulator: Emulator, fault: Any) -> None:
     response = requests.post(f"{emulator.url}/_emulator/faults", json=fault, timeout=5)

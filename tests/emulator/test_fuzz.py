@@ -1,14 +1,23 @@
-"""Hypothesis throws arbitrary bodies at the token endpoint: none may cause a 500."""
+"""Hypothesis throws arbitrary bodies at the token endpoint and the media API: none may cause a 500."""
 
 from __future__ import annotations
 
 from urllib.parse import urlencode
 
+import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support import Emulator
+
+
+@pytest.fixture(scope="module")
+def library_token(emulator: Emulator) -> str:
+    answer = emulator.token(grant_type="password", username="demo", password="demo", client_id="portal-test",
+                            client_secret=emulator.secret("portal-test"))
+    return str(answer.json()["access_token"])
+
 
 FIELDS = ["grant_type", "code", "redirect_uri", "client_id", "client_secret", "refresh_token", "username",
           "password", "state", "scope", "code_verifier"]
@@ -38,3 +47,36 @@ def test_any_raw_body_gets_an_oauth_answer_not_a_500(emulator: Emulator, body: b
     response = requests.post(f"{emulator.url}/1/oauth2/token", data=body, headers={"Content-Type": content_type},
                              timeout=10)
     assert response.status_code in (400, 401), response.text
+
+
+QUERY_NAMES = st.sampled_from(["page", "per_page", "sort", "order", "fields", "private", "public", "other"])
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(["/1/foldertree", "/1/folder/6/files", "/1/folder/-5/files", "/1/file/-101",
+                             "/1/formats", "/1/file/101/downloads/0"]),
+       query=st.lists(st.tuples(QUERY_NAMES, st.text(max_size=30)), max_size=5))
+def test_any_query_gets_an_array_or_mediaflows_error_body(emulator: Emulator, library_token: str, path: str,
+                                                          query: list[tuple[str, str]]) -> None:
+    response = requests.get(f"{emulator.url}{path}", params=query, timeout=10,
+                            headers={"Authorization": f"Bearer {library_token}"})
+    assert response.status_code in (200, 400), response.text
+    body = response.json()
+    assert isinstance(body, list) or set(body) == {"status", "error"}
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.one_of(st.binary(max_size=300), st.dictionaries(
+    st.sampled_from(["searchTerm", "lang", "ai", "other"]),
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=250), st.sampled_from(["sv-SE", "de-DE"])),
+    max_size=4)))
+def test_any_search_body_gets_an_array_or_a_400(emulator: Emulator, library_token: str,
+                                                body: bytes | dict[str, object]) -> None:
+    headers = {"Authorization": f"Bearer {library_token}"}
+    if isinstance(body, bytes):
+        response = requests.post(f"{emulator.url}/1/search/file", data=body, timeout=10,
+                                 headers=headers | {"Content-Type": "application/json"})
+    else:
+        response = requests.post(f"{emulator.url}/1/search/file", json=body, headers=headers, timeout=10)
+    assert response.status_code in (200, 400), response.text
+    assert isinstance(response.json(), list) or response.json()["status"] == 400
