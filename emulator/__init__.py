@@ -16,10 +16,15 @@ from .oauth import MediaflowServer
 from .store import Store
 
 
-def create_app(config: EmulatorConfig | None = None) -> Flask:
-    """Create the emulator for the given clients, users and library (the defaults when none)."""
+def create_app(config: EmulatorConfig | None = None, public_url: str | None = None) -> Flask:
+    """Create the emulator for the given clients, users and library (the defaults when none).
+
+    public_url: the emulator's address as browsers reach it, for preview and download URLs, when the
+    portal reaches it at another one (compose: http://emulator:5001 for the portal, 127.0.0.1 for browsers).
+    """
     config = config or default_config()
     app = Flask(__name__)
+    app.config["EMULATOR_PUBLIC_URL"] = public_url
     # Cookies ignore ports: never share a cookie name with the portal on the same host.
     app.config["SESSION_COOKIE_NAME"] = "mediaflow_emulator"
     store = Store(config.code_lifetime)

@@ -1,4 +1,4 @@
-"""python -m emulator [--host 127.0.0.1] [--port 5001] [--config FILE]"""
+"""python -m emulator [--host 127.0.0.1] [--port 5001] [--config FILE] [--public-url URL]"""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5001, help="port to listen on (default 5001)")
     parser.add_argument("--config", metavar="FILE", help="JSON file with clients and users")
+    parser.add_argument("--public-url", metavar="URL",
+                        help="the emulator as browsers reach it, for preview and download URLs (default: as asked)")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config) if args.config else default_config()
@@ -25,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Mediaflow emulator on http://{args.host}:{args.port} ({config.source}); "
           f"users: {', '.join(u.username for u in config.users)}", flush=True)
     try:
-        run_simple(args.host, args.port, create_app(config), threaded=True)
+        run_simple(args.host, args.port, create_app(config, args.public_url), threaded=True)
     except OSError as error:
         print(f"emulator: cannot listen on {args.host}:{args.port}: {error.strerror}", file=sys.stderr)
         return 2

@@ -80,6 +80,12 @@ def init_app(app: Flask, config: EmulatorConfig, store: Store, stats: Stats) -> 
     app.register_blueprint(media)
 
 
+def public_url(endpoint: str, **values: Any) -> str:
+    """An absolute URL the browser can open: at --public-url when the caller reaches the emulator elsewhere."""
+    base = current_app.config.get("EMULATOR_PUBLIC_URL") or request.host_url
+    return base.rstrip("/") + url_for(endpoint, **values)
+
+
 def service() -> MediaApi:
     found: MediaApi = current_app.extensions["mediaflow_api"]
     return found
@@ -198,8 +204,7 @@ def download_url(file_id: int, format_id: int) -> Response:
     signer = service().signer
     return jsonify([{"id": found.id, "format": chosen.id, "watermark": False, "isPreview": False,
                      "filetype": chosen.extension(found), "expiresIn": signer.lifetime,
-                     "downloadURL": url_for("media.download", signed=signer.sign(found.id, chosen.id),
-                                            _external=True),
+                     "downloadURL": public_url("media.download", signed=signer.sign(found.id, chosen.id)),
                      "downloadWarning": found.license.download_warning}])
 
 
@@ -262,7 +267,7 @@ def _file_json(found: MediaFile, fields: tuple[str, ...]) -> dict[str, Any]:
     }
     for size in PREVIEW_SIZES:
         if f"{size}Preview" in fields:
-            values[f"{size}Preview"] = url_for("media.preview", file_id=found.id, size=size, _external=True)
+            values[f"{size}Preview"] = public_url("media.preview", file_id=found.id, size=size)
     if "checksum" in fields:
         values["checksum"] = checksum(found.id)
     return _pick(values, fields)

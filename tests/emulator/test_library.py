@@ -449,12 +449,24 @@ def test_an_expired_download_url_is_410() -> None:
     assert client.get("/_emulator/stats").json["downloads"] == {"ok": 1, "tampered": 0, "expired": 1}
 
 
+@pytest.mark.parametrize(("public_url", "origin"), [(None, "http://localhost"),
+                                                   ("http://127.0.0.1:5001/", "http://127.0.0.1:5001")])
+def test_preview_and_download_urls_name_the_public_url_when_given(public_url: str | None, origin: str) -> None:
+    client = create_app(public_url=public_url).test_client()
+    token = client.post("/1/oauth2/token", data={"grant_type": "password", "username": "demo", "password": "demo",
+                                                 "client_id": DEMO_CLIENT_ID, "client_secret": DEMO_CLIENT_SECRET})
+    bearer = {"Authorization": f"Bearer {token.json['access_token']}"}
+    [found] = client.get("/1/file/101?fields=all", headers=bearer).json
+    [link] = client.get("/1/file/101/downloads/0", headers=bearer).json
+    assert found["thumbPreview"] == f"{origin}/_emulator/preview/101/thumb.svg"
+    assert link["downloadURL"].startswith(f"{origin}/_emulator/download/")
+
+
 # --- previews
 
 def parse_svg(content: bytes) -> ET.Element:
     """Parse strictly: a name that broke out of its text node would fail here or show up as an element."""
     return ET.fromstring(content)  # noqa: S314 - the emulator's own output, in a test
-
 
 
 @pytest.mark.parametrize("size", list(PREVIEW_SIZES))
