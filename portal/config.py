@@ -141,8 +141,7 @@ PORTAL_PATHS = ("/login", "/callback", "/logout", "/account", "/session", "/heal
                 "/library", "/search")
 # Where Mediaflow serves previews is not documented: its own hosts, so any https subdomain of its two domains.
 MEDIAFLOW_PREVIEW_ORIGINS = ["https://*.mediaflow.com", "https://*.mediaflowpro.com"]
-# An origin for a CSP source list: https (http on loopback or in demo mode), a host or *.domain, a port.
-ORIGIN = re.compile(r"https?://(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:[0-9]{1,5})?")
+
 
 # Words that only a person choosing a key by hand puts in it.
 TYPED_WORDS = ("changeme", "change-me", "password", "passw0rd", "qwerty", "asdf", "your-secret", "example")
@@ -251,14 +250,33 @@ def _check_library(config: dict[str, Any]) -> None:
             origins = [_origin(config["MEDIAFLOW_AUTHORIZE_URL"])]
         else:
             origins = list(dict.fromkeys([_origin(config["MEDIAFLOW_API_BASE"]), *MEDIAFLOW_PREVIEW_ORIGINS]))
+    origins = [origin.rstrip("/") for origin in origins]
     for origin in origins:
-        if not ORIGIN.fullmatch(origin):
+        if not _is_origin(origin):
             raise ConfigError(f"MEDIAFLOW_PREVIEW_ORIGINS={origin!r} is not an origin like https://media.example.com "
                               "or https://*.example.com (no path), separated by commas")
         if not config["MEDIAFLOW_DEMO"]:
             _check_is_https_outside_loopback("MEDIAFLOW_PREVIEW_ORIGINS", origin.replace("*.", ""),
                                              "previews need https://")
     config["MEDIAFLOW_PREVIEW_ORIGINS"] = origins
+
+
+def _is_origin(value: str) -> bool:
+    """An origin a CSP source list can hold: http(s), a host name, *.domain or an IP address, a port; no path."""
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when asked
+    except ValueError:
+        return False
+    if value != f"{parts.scheme}://{parts.netloc}" or "@" in parts.netloc or parts.scheme not in ("http", "https"):
+        return False
+    host = parts.hostname or ""
+    if HOST_NAME.fullmatch(host.removeprefix("*.")):
+        return True
+    try:
+        return bool(ipaddress.ip_address(host))
+    except ValueError:
+        return False
 
 
 def _origin(url: str) -> str:

@@ -112,6 +112,15 @@ BAD = [
      "GATE_ALLOWED_REDIRECT_HOSTS='https://evil.example' is not a host name"),
     ({"SESSION_COOKIE_DOMAIN": "com"}, "SESSION_COOKIE_DOMAIN='com' is not a domain with a dot"),
     ({"SESSION_COOKIE_DOMAIN": "example.com/x"}, "SESSION_COOKIE_DOMAIN="),
+    # The media library (portal/library.py): origins go into the CSP as they are.
+    ({"LIBRARY_CACHE_SECONDS": -1}, "LIBRARY_CACHE_SECONDS must be zero or more"),
+    ({"MEDIAFLOW_PREVIEW_ORIGINS": ["https://cdn.example/previews"]},
+     "MEDIAFLOW_PREVIEW_ORIGINS='https://cdn.example/previews' is not an origin"),
+    ({"MEDIAFLOW_PREVIEW_ORIGINS": ["https://cdn.example; script-src *"]}, "MEDIAFLOW_PREVIEW_ORIGINS="),
+    ({"MEDIAFLOW_PREVIEW_ORIGINS": ["*"]}, "MEDIAFLOW_PREVIEW_ORIGINS='*' is not an origin"),
+    ({"MEDIAFLOW_PREVIEW_ORIGINS": ["data:"]}, "MEDIAFLOW_PREVIEW_ORIGINS='data:' is not an origin"),
+    ({"MEDIAFLOW_PREVIEW_ORIGINS": ["http://cdn.example"]},
+     "MEDIAFLOW_PREVIEW_ORIGINS='http://cdn.example' uses plain http outside loopback"),
 ]
 
 

@@ -246,12 +246,20 @@ def test_search_asks_in_the_browsers_language_among_mediaflows_five(logged_in: A
     assert emulator.stats()["last_search_lang"] == lang
 
 
-def test_previews_may_load_from_the_api_host_and_nothing_else(make_app: Callable[..., Flask],
-                                                               emulator: Emulator) -> None:
-    client = make_app().test_client()
+@pytest.mark.parametrize(
+    ("settings", "img_src"),
+    [({}, "'self' {api} https://*.mediaflow.com https://*.mediaflowpro.com"),
+     ({"MEDIAFLOW_PREVIEW_ORIGINS": ["https://cdn.example/", "https://*.media.example:8443"]},
+      "'self' https://cdn.example https://*.media.example:8443")],
+    ids=["default", "configured"],
+)
+def test_previews_may_load_from_the_preview_origins_and_nothing_else(
+    make_app: Callable[..., Flask], emulator: Emulator, settings: dict[str, Any], img_src: str
+) -> None:
+    client = make_app(**settings).test_client()
     portal_login(client)
     page = client.get(f"/library/folders/{BRAND_ASSETS}")
     csp = page.headers["Content-Security-Policy"]
-    assert f"img-src 'self' {emulator.url} https://*.mediaflow.com https://*.mediaflowpro.com" in csp
+    assert csp.endswith("img-src " + img_src.format(api=emulator.url))
     assert "script-src" not in csp and "default-src 'self'" in csp  # still no inline script
     assert f'src="{html.escape(emulator.url)}/_emulator/preview/101/thumb.svg"' in page.text
