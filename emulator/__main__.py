@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from werkzeug.serving import run_simple
+from werkzeug.serving import WSGIRequestHandler, run_simple
 
 from . import create_app
 from .config import ConfigError, default_config, load_config
+
+
+class KeepAliveHandler(WSGIRequestHandler):
+    """HTTP/1.1, so a client's connection stays open between calls, as Mediaflow's does."""
+
+    protocol_version = "HTTP/1.1"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Mediaflow emulator on http://{args.host}:{args.port} ({config.source}); "
           f"users: {', '.join(u.username for u in config.users)}", flush=True)
     try:
-        run_simple(args.host, args.port, create_app(config, args.public_url), threaded=True)
+        run_simple(args.host, args.port, create_app(config, args.public_url), threaded=True,
+                   request_handler=KeepAliveHandler)
     except OSError as error:
         print(f"emulator: cannot listen on {args.host}:{args.port}: {error.strerror}", file=sys.stderr)
         return 2
