@@ -203,27 +203,42 @@ def build_tree(flat: list[Any], selected_id: int | None) -> Tree:
     return Tree(roots, selected, open_ids)
 
 
-def summaries(files: list[Any]) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class FileCard:
+    """What a page shows of a file, each field checked: Mediaflow's shapes beyond these are not documented."""
+
+    id: int
+    name: str
+    filename: str
+    kind: str
+    extension: str
+    size: int | None
+    uploaded: str
+    thumb: str | None
+    preview: str | None
+    gdpr_ok: bool
+
+
+def summaries(files: list[Any]) -> list[FileCard]:
     return [summary(item) for item in files if isinstance(item, dict) and _is_id(item.get("id"))]
 
 
-def summary(item: dict[str, Any]) -> dict[str, Any]:
-    """What a page shows of a file, each field checked: Mediaflow's shapes beyond these are not documented."""
+def summary(item: dict[str, Any]) -> FileCard:
     kind = item.get("type")
     kind = kind if isinstance(kind, dict) else {"type": kind}
     size = item.get("filesize")
-    return {
-        "id": item["id"],
-        "name": _text(item.get("name")) or _text(item.get("filename")) or "(no name)",
-        "filename": _text(item.get("filename")),
-        "kind": _text(kind.get("description")) or _text(kind.get("type")) or "file",
-        "extension": _text(kind.get("extension")),
-        "size": size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
-        "uploaded": _text(item.get("uploaded"))[:10],
-        "thumb": _preview(item.get("thumbPreview")),
-        "preview": _preview(item.get("mediumPreview")) or _preview(item.get("smallPreview")),
-        "gdpr_ok": item.get("gdprStatus") in (None, "OK"),
-    }
+    return FileCard(
+        id=item["id"],
+        name=_text(item.get("name")) or _text(item.get("filename")) or "(no name)",
+        filename=_text(item.get("filename")),
+        kind=_text(kind.get("description")) or _text(kind.get("type")) or "file",
+        extension=_text(kind.get("extension")),
+        size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
+        uploaded=_text(item.get("uploaded"))[:10],
+        thumb=_preview(item.get("thumbPreview")),
+        preview=_preview(item.get("mediumPreview")) or _preview(item.get("smallPreview")),
+        gdpr_ok=item.get("gdprStatus") in (None, "OK"),
+    )
 
 
 def gdpr_words(status: Any) -> str:
