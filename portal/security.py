@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from flask import Flask, request, session
 from flask.sessions import NullSession
-from flask_wtf.csrf import CSRFError, CSRFProtect
+from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
 from werkzeug.exceptions import SecurityError
 from werkzeug.wrappers import Response
 
@@ -25,6 +27,11 @@ HEADERS = {
 }
 
 
+# A signed CSRF token is reused for this long (WTF_CSRF_TIME_LIMIT is an hour), for this many sessions per worker.
+CSRF_RESIGN_AFTER = 300
+MAX_SIGNED_TOKENS = 10_000
+
+
 def init_app(app: Flask) -> None:
     """Refuse untrusted hosts first; check CSRF tokens on unsafe requests; give responses the default headers."""
 
@@ -39,6 +46,24 @@ def init_app(app: Flask) -> None:
     csrf = CSRFProtect(app)
     # Flask-WTF's list of methods that must carry a token: POST, PUT, PATCH and DELETE unless configured.
     checked_methods = app.config["WTF_CSRF_METHODS"]
+
+    # Flask-WTF signs the session's token again for every page (a timestamp and an HMAC), about a third of
+    # rendering the home page. Each worker keeps the signed form a few minutes: it stays the same token
+    # for the same session, valid WTF_CSRF_TIME_LIMIT from when it was signed.
+    signed: dict[str, tuple[str, float]] = {}
+
+    def csrf_token() -> str:
+        raw = session.get("csrf_token")
+        kept = signed.get(raw) if isinstance(raw, str) else None
+        if kept is not None and time.monotonic() - kept[1] < CSRF_RESIGN_AFTER:
+            return kept[0]
+        token = str(generate_csrf())
+        if len(signed) >= MAX_SIGNED_TOKENS:
+            signed.pop(next(iter(signed)), None)
+        signed[session["csrf_token"]] = (token, time.monotonic())
+        return token
+
+    app.jinja_env.globals["csrf_token"] = csrf_token
 
     @app.before_request
     def check_csrf() -> None:
