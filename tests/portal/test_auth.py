@@ -98,6 +98,20 @@ def test_logout_deletes_the_session_and_the_old_cookie_no_longer_works(client: A
     assert "Log in with Mediaflow" in client.get("/").text
 
 
+def test_a_sessions_signed_csrf_token_is_reused_across_pages_and_another_session_gets_its_own(
+    make_app: Callable[..., Flask]
+) -> None:
+    app = make_app()
+    first, second = app.test_client(), app.test_client()
+    portal_login(first)
+    portal_login(second)
+    token = csrf_token(first.get("/").text)
+    assert csrf_token(first.get("/library").text) == token  # signed once, not on every page
+    assert csrf_token(second.get("/").text) != token
+    assert first.post("/logout", data={"csrf_token": csrf_token(second.get("/").text)}).status_code == 400
+    assert first.post("/logout", data={"csrf_token": token}).status_code == 302
+
+
 def test_logout_without_csrf_token_is_refused_and_keeps_the_session(client: Any) -> None:
     portal_login(client)
     assert client.post("/logout").status_code == 400
