@@ -21,9 +21,16 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-def shoot(page: Page, name: str) -> None:
-    page.screenshot(path=str(OUT / f"{name}.png"))
+def shoot(page: Page, name: str, full_page: bool = False) -> None:
+    page.screenshot(path=str(OUT / f"{name}.png"), full_page=full_page)
     print(f"wrote docs/screenshots/{name}.png")
+
+
+def previews_loaded(page: Page) -> None:
+    """Wait until every preview in view has arrived from the emulator: a half-drawn grid is no screenshot."""
+    page.wait_for_function("[...document.querySelectorAll('main img')]"
+                           ".filter(img => img.getBoundingClientRect().top < innerHeight)"
+                           ".every(img => img.complete && img.naturalWidth > 0)")
 
 
 def main() -> None:
@@ -58,6 +65,12 @@ def main() -> None:
             page.get_by_role("button", name="Sign in").click()
             page.wait_for_url(f"{portal}/")
             shoot(page, "home")
+            page.goto(f"{portal}/library/folders/6")  # Photo library: a full page of previews
+            previews_loaded(page)
+            shoot(page, "library")
+            page.goto(f"{portal}/files/108")  # Licensed stock photo: an ended licence, its warning, the formats
+            previews_loaded(page)
+            shoot(page, "file", full_page=True)
             page.goto(f"{portal}/callback?code=old&state=from-another-tab")
             shoot(page, "error-state")
             browser.close()
