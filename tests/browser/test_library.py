@@ -67,8 +67,7 @@ def watch(page: Page) -> list[str]:
     problems: list[str] = []
 
     def on_console(message: ConsoleMessage) -> None:
-        # The portal has no favicon, so Chromium's own request for one is a 404; no page asks for it.
-        if message.type == "error" and not message.location.get("url", "").endswith("/favicon.ico"):
+        if message.type == "error":
             problems.append(f"{message.text} ({message.location.get('url')})")
 
     page.on("console", on_console)
