@@ -60,6 +60,11 @@ class RedactingFilter(logging.Filter):
             record.msg += f" ({record.exc_info[0].__name__ if record.exc_info[0] else 'error'})"
             record.exc_info = None
             record.exc_text = None
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            # An event's own fields (portal/audit.py) go into JSON lines as they are: redacted as the message is.
+            record.fields = {name: redact(value, self.known) if isinstance(value, str) else value
+                             for name, value in fields.items()}
         record.request_id = request.environ.get(ENVIRON_KEY, "-") if has_request_context() else "-"
         return True
 
@@ -89,13 +94,16 @@ class RequestIds:
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({
+        line = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + "Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "request_id": getattr(record, "request_id", "-"),
             "message": record.getMessage(),
-        })
+        }
+        # An event's fields (portal/audit.py: "event", "outcome", …) after these; none may replace them.
+        fields = getattr(record, "fields", None) or {}
+        return json.dumps(line | {name: value for name, value in fields.items() if name not in line})
 
 
 def init_app(app: Flask) -> None:
