@@ -9,7 +9,22 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from portal import api, auth, cli, errors, gate, health, library, logs, mediaflow, pages, security, sessions, tokens
+from portal import (
+    api,
+    auth,
+    cli,
+    errors,
+    gate,
+    health,
+    library,
+    logs,
+    mediaflow,
+    metrics,
+    pages,
+    security,
+    sessions,
+    tokens,
+)
 from portal.config import DEFAULTS, ConfigError, configure, settings_from_env
 
 
@@ -32,14 +47,16 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         hops = app.config["TRUSTED_PROXY_COUNT"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)  # type: ignore[method-assign]
 
-    # 2. Extensions: redacted logs, CSRF and security headers, Authlib's client for Mediaflow, server-side
-    #    sessions, the token service on the same store, and an HTTP session for Mediaflow's API.
+    # 2. Extensions: redacted logs, Prometheus metrics (and /metrics), CSRF and security headers, Authlib's client
+    #    for Mediaflow, server-side sessions, the token service on the same store, and an HTTP session for
+    #    Mediaflow's API.
     logs.init_app(app)
+    counts = metrics.init_app(app)
     security.init_app(app)
     mediaflow.init_app(app)
     api.init_app(app)
     store = sessions.init_app(app)
-    tokens.init_app(app, store)
+    tokens.init_app(app, store, counts)
     if app.config["MEDIAFLOW_DEMO"]:
         app.logger.warning("Demo mode: signing in against the emulator at %s with its public demo client; "
                            "set MEDIAFLOW_CLIENT_ID for Mediaflow", app.config["MEDIAFLOW_TOKEN_URL"])

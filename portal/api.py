@@ -18,7 +18,7 @@ from typing import Any
 import requests
 from flask import Flask, current_app, g, session
 
-from . import tokens
+from . import metrics, tokens
 from .mediaflow import MediaflowRefused, MediaflowUnavailable
 from .tokens import SessionEnded
 
@@ -74,7 +74,7 @@ def _call(method: str, path: str, params: dict[str, Any], body: dict[str, Any] |
         g.tokens = tokens.service().renew(session["tokens_key"], held.access_token)
         response = _retrying_429(lambda: _send(method, path, g.tokens.access_token, params, body))
         if response.status_code == 401:
-            raise SessionEnded("Mediaflow refused a freshly refreshed access token")
+            raise SessionEnded("Mediaflow refused a freshly refreshed access token", "token_rejected")
     return _answer(response, path)
 
 
@@ -96,8 +96,10 @@ def _send(method: str, path: str, access_token: str, params: dict[str, Any], bod
           ) -> requests.Response:
     config = current_app.config
     http: requests.Session = current_app.extensions["mediaflow_api"]
+    endpoint = metrics.api_endpoint(_name(path))
+    started = time.perf_counter()
     try:
-        return http.request(
+        response = http.request(
             method, f"{config['MEDIAFLOW_API_BASE'].rstrip('/')}/{path}", params=params, json=body,
             # A header, never ?access_token=: query strings end up in logs.
             headers={"Authorization": f"Bearer {access_token}"},
@@ -105,9 +107,13 @@ def _send(method: str, path: str, access_token: str, params: dict[str, Any], bod
             allow_redirects=False,
         )
     except requests.Timeout:
+        metrics.current().mediaflow_call(endpoint, "timeout", time.perf_counter() - started)
         raise MediaflowUnavailable("Mediaflow's API did not answer in time") from None
     except requests.RequestException:
+        metrics.current().mediaflow_call(endpoint, "unreachable", time.perf_counter() - started)
         raise MediaflowUnavailable("Mediaflow's API cannot be reached") from None
+    metrics.current().mediaflow_call(endpoint, response.status_code, time.perf_counter() - started)
+    return response
 
 
 def _answer(response: requests.Response, path: str) -> Any:

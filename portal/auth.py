@@ -5,15 +5,16 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask.sessions import NullSession
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from . import api, gate, mediaflow, tokens
+from . import api, audit, gate, mediaflow, metrics, tokens
 from .sessions import LOGIN_LIFETIME, regenerate_id
 from .tokens import SessionEnded, StoreUnavailable
 
@@ -73,8 +74,25 @@ def login() -> Response:
 @bp.get("/callback")
 def callback() -> Any:
     """Check the state, trade the code for tokens and start a fresh session."""
+    try:
+        return _callback()
+    except HTTPException:
+        raise  # a malformed callback, counted where it was refused
+    except gate.Refused as refused:
+        _login_outcome("refused", refused.user, refusal=refused.reason)
+        raise
+    except mediaflow.MediaflowError:
+        _login_outcome("unavailable")
+        raise
+    except Exception:
+        _login_outcome("error")
+        raise
+
+
+def _callback() -> Any:
     for name in ("code", "state", "error"):
         if len(request.args.getlist(name)) > 1:
+            _login_outcome("provider_error")
             abort(400, description=f"The answer from Mediaflow had more than one '{name}'.")
     state = request.args.get("state", "")
     pending = _pending_logins()
@@ -82,6 +100,7 @@ def callback() -> Any:
     if started is None:
         # Also for an error: text from a callback this browser never started is nobody's to show.
         log.info("Login failed: unknown, expired or reused state")
+        _login_outcome("state_error")
         return render_template("errors/state.html"), 400
     session[PENDING_LOGINS] = pending
     if request.args.get("error"):
@@ -89,28 +108,41 @@ def callback() -> Any:
         error = request.args["error"][:MAX_ERROR_LENGTH]
         log.info("Login failed: Mediaflow answered %r", error)
         description = request.args.get("error_description", "")[:MAX_DESCRIPTION_LENGTH]
-        template = "errors/denied.html" if error == "access_denied" else "errors/provider.html"
-        return render_template(template, error=error, description=description), 400
+        denied = error == "access_denied"
+        _login_outcome("denied" if denied else "provider_error")
+        return render_template("errors/denied.html" if denied else "errors/provider.html", error=error,
+                               description=description), 400
     if not request.args.get("code"):
         _forget_login(state, pending)
         log.info("Login failed: the callback has no code")
+        _login_outcome("provider_error")
         return render_template("errors/provider.html", error="missing code", description=None), 400
     # Two callbacks of one login at once (tabs, workers, replicas) both found the state: one trades the code.
     if not tokens.service().store.claim(f"state:{state}", LOGIN_LIFETIME):
         log.info("Login failed: this login's state was already used")
+        _login_outcome("state_error")
         return render_template("errors/state.html"), 400
     try:
         token = mediaflow.exchange_code()
     except mediaflow.StateMismatch:
+        _login_outcome("state_error")
         return render_template("errors/state.html"), 400
     except mediaflow.MediaflowRefused as error:
         log.info("Login failed: Mediaflow refused the code (%s)", error.error[:MAX_ERROR_LENGTH])
+        _login_outcome("provider_error")
         description = error.description[:MAX_DESCRIPTION_LENGTH]
         return render_template("errors/provider.html", error=error.error, description=description), 400
-    _start_session(token)
+    user = _start_session(token)
+    _login_outcome("ok", user)
     # Checked again: the record lives in the store, and the store is not trusted to hold only what was written.
     next_url = started.get("next")
     return redirect(safe_next_url(next_url) or gate.safe_absolute_next(next_url) or url_for("pages.index"))
+
+
+def _login_outcome(outcome: str, user: Mapping[str, Any] | None = None, refusal: str | None = None) -> None:
+    """Count a login's outcome and write its audit event."""
+    metrics.current().login(outcome)
+    audit.login(outcome, user, refusal)
 
 
 @bp.post("/logout")
@@ -120,6 +152,8 @@ def logout() -> Response:
     if key:
         tokens.service().forget(key)
         log.info("Logout of user %s", (session.get("user") or {}).get("id"))
+        metrics.current().session_ended("logout")
+        audit.logout(session.get("user"))
     session.clear()
     flash("You are logged out of the portal.")
     regenerate_id(session)
@@ -129,7 +163,7 @@ def logout() -> Response:
 @bp.app_errorhandler(SessionEnded)
 def session_ended(error: SessionEnded) -> Any:
     """Mediaflow refused the session's tokens in the middle of a page (portal/api.py): end it politely."""
-    return _session_ended("mediaflow")
+    return _session_ended("mediaflow", error.cause)
 
 
 def login_required(view: F) -> F:
@@ -162,18 +196,19 @@ def load_session() -> Any:
     config = current_app.config
     now = service.clock()
     seen_at = saved.get("seen_at", 0)
-    if now - saved.get("login_at", 0) > config["SESSION_MAX_LIFETIME"] or (
-        now - seen_at > config["SESSION_IDLE_TIMEOUT"]
-    ):
-        return _session_ended("timeout")
+    if now - saved.get("login_at", 0) > config["SESSION_MAX_LIFETIME"]:
+        return _session_ended("timeout", "lifetime")
+    if now - seen_at > config["SESSION_IDLE_TIMEOUT"]:
+        return _session_ended("timeout", "idle")
     try:
         g.tokens = service.fresh(key)
-    except SessionEnded:
-        return _session_ended("mediaflow")
+    except SessionEnded as ended:
+        return _session_ended("mediaflow", ended.cause)
     g.user = saved.get("user")
-    if gate.policy().refusal(g.user):
+    refusal = gate.policy().refusal(g.user)
+    if refusal:
         # Started under allow-lists that named this user; the current ones do not.
-        return _session_ended("refused")
+        return _session_ended("refused", "allow_lists", refusal)
     if now - seen_at > min(SEEN_RESOLUTION, config["SESSION_IDLE_TIMEOUT"] / 10):
         session["seen_at"] = now
     return None
@@ -197,8 +232,8 @@ def _forget_login(state: str, pending: dict[str, dict[str, Any]]) -> None:
     mediaflow.client().framework.clear_state_data(session, state)
 
 
-def _start_session(token: dict[str, Any]) -> None:
-    """Store the token set under a new key, then give the session a new id (no session fixation)."""
+def _start_session(token: dict[str, Any]) -> dict[str, Any]:
+    """Store the token set under a new key, then give the session a new id (no session fixation); the user."""
     service = tokens.service()
     old_key = session.pop("tokens_key", None)
     if old_key:
@@ -223,13 +258,18 @@ def _start_session(token: dict[str, Any]) -> None:
     # Only now, with the session filled: Flask-Session's regenerate does nothing for an empty session.
     regenerate_id(session)
     log.info("Login succeeded for user %s", user["id"])
+    metrics.current().sessions_started.inc()
+    return user
 
 
-def _session_ended(reason: str) -> Any:
+def _session_ended(reason: str, cause: str, refusal: str | None = None) -> Any:
     """Forget the Mediaflow session politely and offer to log in again, back to this page."""
+    user = session.get("user")
     key = session.pop("tokens_key", None)
     if key:
         tokens.service().forget(key)
+        metrics.current().session_ended(reason)
+        audit.session_ended(reason, cause, user, refusal)
     for name in ("user", "login_at", "seen_at"):
         session.pop(name, None)
     log.info("Session ended (%s)", reason)

@@ -104,6 +104,9 @@ SETTINGS = [
             "reverse proxies whose `X-Forwarded-*` and `X-Request-ID` headers are trusted"),
     Setting("TRUSTED_HOSTS", _hosts, None, "host names the portal answers to besides"),
     Setting("LOG_FORMAT", _text, "text", "`text` or `json`"),
+    # portal/metrics.py: Prometheus scrapes each replica directly.
+    Setting("METRICS_ALLOW_FROM", _hosts, ["127.0.0.1/32", "::1/128"],
+            "addresses or networks that may read `/metrics`"),
     # Who may enter (portal/gate.py): a person passes if any list that is set names them; none set, everyone.
     Setting("ALLOWED_CUSTOMER_IDS", _names, None, "Mediaflow `customerId` values (from `/me`) whose users may enter"),
     Setting("ALLOWED_EMAIL_DOMAINS", _names, None,
@@ -138,7 +141,7 @@ HOST_NAME = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
 HOST_SETTING = re.compile(rf"{HOST_NAME.pattern}|\.[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
 # The portal's own pages and endpoints, which GATE_AUTH_PATH must not take over.
 PORTAL_PATHS = ("/login", "/callback", "/logout", "/account", "/session", "/healthz", "/readyz", "/userinfo",
-                "/library", "/search")
+                "/library", "/search", "/metrics")
 # Where Mediaflow serves previews is not documented: its own hosts, so any https subdomain of its two domains.
 MEDIAFLOW_PREVIEW_ORIGINS = ["https://*.mediaflow.com", "https://*.mediaflowpro.com"]
 
@@ -195,6 +198,7 @@ def configure(config: dict[str, Any], instance_path: str) -> None:
         _check_url("REDIS_URL", config["REDIS_URL"], schemes=("redis", "rediss", "unix"))
     _check_gate(config)
     _check_library(config)
+    _check_metrics(config)
     if config["LOG_FORMAT"] not in ("text", "json"):
         raise ConfigError(f"LOG_FORMAT={config['LOG_FORMAT']!r} is not supported: use 'text' or 'json'")
     for name in ("MEDIAFLOW_REFRESH_LEEWAY", "TRUSTED_PROXY_COUNT"):
@@ -259,6 +263,15 @@ def _check_library(config: dict[str, Any]) -> None:
             _check_is_https_outside_loopback("MEDIAFLOW_PREVIEW_ORIGINS", origin.replace("*.", ""),
                                              "previews need https://")
     config["MEDIAFLOW_PREVIEW_ORIGINS"] = origins
+
+
+def _check_metrics(config: dict[str, Any]) -> None:
+    for network in config.get("METRICS_ALLOW_FROM") or []:
+        try:
+            ipaddress.ip_network(network)
+        except ValueError:
+            raise ConfigError(f"METRICS_ALLOW_FROM={network!r} is not an IP address or network like 10.0.0.0/8 "
+                              "(no host bits after the /), separated by commas") from None
 
 
 def _is_origin(value: str) -> bool:

@@ -11,6 +11,7 @@ from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, 
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Response
 
+from . import metrics
 from .api import RateLimited
 from .gate import Refused, answers_plainly
 from .mediaflow import MediaflowRefused, MediaflowUnavailable
@@ -52,6 +53,8 @@ def expected_failure(error: Exception) -> Any:
     fixed, page, level, label = next(PAGES[kind] for kind in type(error).__mro__ if kind in PAGES)
     status = int(fixed or getattr(error, "status", None) or 503)
     log.log(level, "%s on %s: %s", label, request.path, error)
+    if isinstance(error, StoreUnavailable):
+        metrics.current().store_errors.inc()
     headers = [("Retry-After", str(error.retry_after))] if isinstance(error, RateLimited) else None
     return _answer(page, status, headers, error=error)
 

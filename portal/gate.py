@@ -46,6 +46,7 @@ class Refused(Exception):
         # The message is what the log shows: the user id and the reason, nothing else about them.
         super().__init__(f"user {user.get('id')}: {reason}")
         self.user = user
+        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from . import tokens
+from . import metrics, tokens
 from .tokens import StoreUnavailable
 
 bp = Blueprint("health", __name__)
@@ -24,5 +24,6 @@ def readyz() -> Any:
     try:
         tokens.service().store.ping()
     except StoreUnavailable as error:
+        metrics.current().store_errors.inc()
         return jsonify(status="unavailable", reason=str(error)), 503
     return jsonify(status="ready")

@@ -5,6 +5,7 @@ The REST API (GET /me and the media library) is portal/api.py."""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -13,6 +14,8 @@ import requests
 from authlib.integrations.base_client import MismatchingStateError, OAuthError
 from authlib.integrations.flask_client import OAuth
 from flask import Flask, current_app
+
+from . import metrics
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,18 @@ def init_app(app: Flask, cache: Any = None) -> None:
         authorize_url=app.config["MEDIAFLOW_AUTHORIZE_URL"],
         access_token_url=app.config["MEDIAFLOW_TOKEN_URL"],
         client_kwargs=client_kwargs,
+        compliance_fix=_measure_token_calls,
     )
+
+
+def _measure_token_calls(session: Any) -> None:
+    """Count every answer of the token endpoint, with its time, through Authlib's documented compliance hook."""
+
+    def measured(response: requests.Response) -> requests.Response:
+        metrics.current().mediaflow_call("token", response.status_code, response.elapsed.total_seconds())
+        return response
+
+    session.register_compliance_hook("access_token_response", measured)
 
 
 def client() -> Any:
@@ -103,6 +117,7 @@ def password_grant(username: str, password: str, state: str | None = None) -> di
 
 def _token_call(call: Any, **kwargs: Any) -> dict[str, Any]:
     """Run one token request and turn every failure into a MediaflowError without secrets."""
+    started = time.perf_counter()
     try:
         token = call(**kwargs)
     except MismatchingStateError:
@@ -110,11 +125,14 @@ def _token_call(call: Any, **kwargs: Any) -> dict[str, Any]:
     except OAuthError as error:
         raise MediaflowRefused(str(error.error or "error"), str(error.description or "")) from None
     except requests.Timeout:
+        # No answer, so no compliance hook ran: counted here.
+        metrics.current().mediaflow_call("token", "timeout", time.perf_counter() - started)
         raise MediaflowUnavailable("Mediaflow's token endpoint did not answer in time") from None
     except requests.HTTPError as error:
         status = error.response.status_code if error.response is not None else 0
         raise MediaflowUnavailable(f"Mediaflow's token endpoint answered HTTP {status}", 502) from None
     except requests.RequestException:
+        metrics.current().mediaflow_call("token", "unreachable", time.perf_counter() - started)
         raise MediaflowUnavailable("Mediaflow's token endpoint cannot be reached") from None
     except ValueError:
         raise MediaflowUnavailable("Mediaflow's token endpoint answered without JSON", 502) from None

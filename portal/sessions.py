@@ -24,6 +24,7 @@ from flask_session.cachelib import CacheLibSessionInterface
 from flask_session.redis import RedisSessionInterface
 from werkzeug.wrappers import Request, Response
 
+from . import metrics
 from .session_cache import SessionCache
 from .stores import SWEEP_INTERVAL, UNREADABLE, FileTokenStore, JsonFileCache, RedisTokenStore
 from .tokens import TokenStore
@@ -121,6 +122,7 @@ class StoreGuard:
             super().save_session(app, session, response)  # type: ignore[misc]
         except STORE_ERRORS as error:
             log.error("The session store failed while saving a session (%s)", error.__class__.__name__)
+            metrics.current().store_errors.inc()
             # The response would claim a change that was not stored: answer 503 instead.
             response.set_data(render_template("errors/store.html"))
             response.status_code = 503

@@ -12,14 +12,15 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Protocol
 
 from flask import Flask, current_app
 
 from . import mediaflow
+from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,14 @@ MAX_COPIES = 10_000
 
 
 class SessionEnded(Exception):
-    """The Mediaflow session cannot go on; the user must log in again."""
+    """The Mediaflow session cannot go on; the user must log in again.
+
+    cause, for the audit trail: refresh_refused, no_refresh_token, token_rejected or token_set_missing.
+    """
+
+    def __init__(self, message: str, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class RefreshFailed(Exception):
@@ -119,13 +127,14 @@ class TokenService:
 
     def __init__(self, store: TokenStore, *, leeway: float, lock_timeout: float, ttl: int,
                  refresh: Callable[[str], dict[str, Any]] = mediaflow.refresh,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, metrics: Metrics | None = None) -> None:
         self.store = store
         self.leeway = leeway
         self.lock_timeout = lock_timeout
         self.ttl = ttl
         self.refresh = refresh
         self.clock = clock
+        self.metrics = metrics
         # A token set changes only when due or deleted, so a copy that is not due is as good as the
         # stored one: it saves the store read a request would make. Every refresh re-reads the store.
         self._copies: dict[str, TokenSet] = {}
@@ -157,11 +166,15 @@ class TokenService:
         Refreshes at once, one refresh at a time: a request that waited for the lock finds the new
         token and does not refresh again. Raises SessionEnded, RefreshFailed, LockTimeout or StoreUnavailable.
         """
-        with self.store.lock(key, self.lock_timeout):
+        with self._locked(key):
             tokens = self._stored(key)
-            if tokens.access_token == rejected:
+            if tokens.access_token != rejected:
+                self._count("waited")
+            else:
                 if not tokens.refresh_token:
-                    raise SessionEnded("Mediaflow rejected the access token and gave no refresh token")
+                    self._count("ended_session")
+                    raise SessionEnded("Mediaflow rejected the access token and gave no refresh token",
+                                       "no_refresh_token")
                 tokens = self._refresh(key, tokens, self.clock())
                 if tokens.access_token == rejected:
                     raise RefreshFailed("Mediaflow rejected the access token and could not refresh it just now")
@@ -178,7 +191,7 @@ class TokenService:
     def _stored(self, key: str) -> TokenSet:
         tokens = self.store.get(key)
         if tokens is None:
-            raise SessionEnded("no token set is stored for this session")
+            raise SessionEnded("no token set is stored for this session", "token_set_missing")
         return tokens
 
     def _refresh_if_due(self, key: str) -> TokenSet:
@@ -186,15 +199,18 @@ class TokenService:
         if not tokens.needs_refresh(self.leeway, self.clock()):
             return tokens
         try:
-            with self.store.lock(key, self.lock_timeout):
+            with self._locked(key):
                 # Whoever held the lock before us may have refreshed already.
                 tokens = self._stored(key)
                 now = self.clock()
                 if not tokens.needs_refresh(self.leeway, now):
+                    self._count("waited")
                     return tokens
                 if not tokens.refresh_token:
                     if tokens.is_expired(now):
-                        raise SessionEnded("the access token expired and Mediaflow gave no refresh token")
+                        self._count("ended_session")
+                        raise SessionEnded("the access token expired and Mediaflow gave no refresh token",
+                                           "no_refresh_token")
                     return tokens
                 return self._refresh(key, tokens, now)
         except LockTimeout:
@@ -211,12 +227,14 @@ class TokenService:
         except mediaflow.MediaflowRefused as error:
             if error.is_final:
                 log.info("Token refresh refused by Mediaflow (%s): the Mediaflow session ends", error.error)
-                raise SessionEnded(f"Mediaflow refused the refresh: {error.error}") from None
+                self._count("ended_session")
+                raise SessionEnded(f"Mediaflow refused the refresh: {error.error}", "refresh_refused") from None
             # Any other OAuth error is Mediaflow misbehaving, not a verdict on this session.
             return self._after_failure(key, tokens, now, error)
         except mediaflow.MediaflowError as error:
             return self._after_failure(key, tokens, now, error)
         self.store.put(key, fresh, self.ttl)
+        self._count("ok")
         log.info("Token refreshed; the new access token expires in %d s", fresh.lifetime)
         return fresh
 
@@ -226,6 +244,7 @@ class TokenService:
         delay = min(BACKOFF_START * 2 ** (failures - 1), BACKOFF_MAX)
         waiting = replace(tokens, retry_at=now + delay, failures=failures)
         self.store.put(key, waiting, self.ttl)
+        self._count("failed_kept")
         if tokens.is_expired(now):
             log.warning("Token refresh failed (%s); the access token has expired, answering 503", error)
             raise RefreshFailed(str(error))
@@ -234,7 +253,28 @@ class TokenService:
         return waiting
 
 
-def init_app(app: Flask, store: TokenStore) -> None:
+    @contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        """The session's refresh lock; the wait for it is measured, a timed-out one too."""
+        started = time.perf_counter()
+        try:
+            with self.store.lock(key, self.lock_timeout):
+                self._waited(time.perf_counter() - started)
+                yield
+        except LockTimeout:
+            self._waited(time.perf_counter() - started)
+            raise
+
+    def _count(self, outcome: str) -> None:
+        if self.metrics:
+            self.metrics.refresh(outcome)
+
+    def _waited(self, seconds: float) -> None:
+        if self.metrics:
+            self.metrics.refresh_lock_wait.observe(seconds)
+
+
+def init_app(app: Flask, store: TokenStore, metrics: Metrics | None = None) -> None:
     """Attach this app's token service, on the store of its session backend."""
     config = app.config
     app.extensions["mediaflow_tokens"] = TokenService(
@@ -244,6 +284,7 @@ def init_app(app: Flask, store: TokenStore) -> None:
         lock_timeout=config["MEDIAFLOW_CONNECT_TIMEOUT"] + config["MEDIAFLOW_READ_TIMEOUT"] + 2,
         # A token set lives as long as the session record that points at it.
         ttl=int(config["PERMANENT_SESSION_LIFETIME"].total_seconds()),
+        metrics=metrics,
     )
 
 

@@ -108,6 +108,10 @@ BAD = [
     ({"GATE_AUTH_PATH": "auth"}, "GATE_AUTH_PATH='auth' is not a path like /auth"),
     ({"GATE_AUTH_PATH": "/auth/../x?y"}, "GATE_AUTH_PATH="),
     ({"GATE_AUTH_PATH": "/login"}, "GATE_AUTH_PATH='/login' is one of the portal's own paths"),
+    ({"GATE_AUTH_PATH": "/metrics"}, "GATE_AUTH_PATH='/metrics' is one of the portal's own paths"),
+    # /metrics (portal/metrics.py): addresses and networks only; a network with host bits is a typo.
+    ({"METRICS_ALLOW_FROM": ["127.0.0.1/32", "10.0.0.1/8"]}, "METRICS_ALLOW_FROM='10.0.0.1/8' is not an IP address"),
+    ({"METRICS_ALLOW_FROM": ["prometheus.internal"]}, "METRICS_ALLOW_FROM='prometheus.internal' is not an IP"),
     ({"GATE_ALLOWED_REDIRECT_HOSTS": ["app.example", "https://evil.example"]},
      "GATE_ALLOWED_REDIRECT_HOSTS='https://evil.example' is not a host name"),
     ({"SESSION_COOKIE_DOMAIN": "com"}, "SESSION_COOKIE_DOMAIN='com' is not a domain with a dot"),
