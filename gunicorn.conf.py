@@ -3,9 +3,17 @@
 import logging
 import os
 import sys
+import tempfile
+
+# Metrics summed over the workers (prometheus_client's multiprocess mode, portal/metrics.py): each worker
+# keeps its numbers in files in this folder, which outlive it. Set before anything imports prometheus_client.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mediaflow-portal-metrics-")
 
 # gunicorn reads this file before it changes directory: make the portal importable from anywhere.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from prometheus_client import multiprocess
 
 from portal.config import DEFAULTS, ConfigError, check_bind, check_workers, configure, settings_from_env
 from portal.logs import redact_logger
@@ -42,6 +50,19 @@ def post_fork(server, worker):  # type: ignore[no-untyped-def]
         redact_logger(logging.getLogger(name))
 
 
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    # The worker's counts stay in its files and keep counting in /metrics; only its live gauges go.
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def empty_metrics_folder(folder: str) -> None:
+    """Start counting from zero: the files of an earlier run in this folder would be added to this one's."""
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    for name in os.listdir(folder):
+        if name.endswith(".db"):
+            os.unlink(os.path.join(folder, name))
+
+
 def on_starting(server):  # type: ignore[no-untyped-def]
     # Checked here, before gunicorn opens its sockets: a setting the app would refuse makes every worker
     # exit at boot, and gunicorn would boot them again and again instead of stopping with one line.
@@ -56,3 +77,4 @@ def on_starting(server):  # type: ignore[no-untyped-def]
     except ConfigError as error:
         print(f"Mediaflow Portal cannot start: {error}", file=sys.stderr)
         sys.exit(2)
+    empty_metrics_folder(os.environ["PROMETHEUS_MULTIPROC_DIR"])
