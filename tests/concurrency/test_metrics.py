@@ -1,0 +1,87 @@
+"""/metrics under gunicorn with 2 workers: the sum over both, kept when one is killed, zero after a restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support import PORTAL_PORTS, Emulator, Portal, http_login, portal_settings, start_portal, stop
+
+pytestmark = pytest.mark.gunicorn
+
+
+def scrape(portal: Portal) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    answer = requests.get(f"{portal.url}/metrics", timeout=10)
+    assert answer.status_code == 200
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(answer.text) for sample in family.samples}
+
+
+def workers(portal: Portal) -> set[int]:
+    pid = portal.process.pid
+    return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def requests_to(route: str, status: str = "200") -> tuple[str, tuple[tuple[str, str], ...]]:
+    return ("mediaflow_portal_requests_total", (("route", route), ("status", status)))
+
+
+LOGINS_OK = ("mediaflow_portal_logins_total", (("outcome", "ok"),))
+
+
+def test_metrics_are_the_sum_over_workers_and_outlive_a_killed_one(emulator: Emulator, tmp_path: Path) -> None:
+    port = PORTAL_PORTS[0]
+    folder = tmp_path / "metrics"
+    # One thread per worker: two slow requests at once are served by the two workers.
+    settings = portal_settings(emulator, "portal-test", port, GUNICORN_WORKERS="2", GUNICORN_THREADS="1",
+                               SESSION_FILE_DIR=str(tmp_path / "sessions"), SESSION_FILESYSTEM_ALLOW_WORKERS="true",
+                               PROMETHEUS_MULTIPROC_DIR=str(folder))
+    portal = start_portal(tmp_path, port, settings)
+    try:
+        browser = http_login(portal.url)
+        emulator.fault(endpoint="api", kind="delay", delay=2.0, count=2)
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            pages = list(pool.map(lambda _: browser.get(f"{portal.url}/account", timeout=30).status_code, range(2)))
+        assert pages == [200, 200]
+        assert time.monotonic() - started < 3.5, "the two slow pages ran one after the other: one worker served both"
+        for _ in range(20):
+            assert requests.get(f"{portal.url}/healthz", timeout=10).status_code == 200
+        before = scrape(portal)
+        assert before[requests_to("/account")] == 2
+        assert before[LOGINS_OK] == 1
+        assert before[requests_to("/healthz")] >= 20
+        assert len({path.name for path in folder.glob("counter_*.db")}) == 2  # one file per worker
+
+        killed = min(workers(portal))
+        os.kill(killed, signal.SIGTERM)
+        # Replaced once the new worker has built its app: its file joins the dead worker's, which stays.
+        deadline = time.monotonic() + 30
+        while len(list(folder.glob("counter_*.db"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert killed not in workers(portal) and len(workers(portal)) == 2, "gunicorn did not replace the worker"
+        assert f"counter_{killed}.db" in {path.name for path in folder.glob("counter_*.db")}
+
+        after = scrape(portal)
+        # The /metrics answers themselves are counted: everything else is as it was.
+        moved = {key: after.get(key, 0) - count for key, count in before.items()
+                 if count != after.get(key, 0) and dict(key[1]).get("route") != "/metrics"}
+        assert moved == {}
+    finally:
+        stop(portal.process)
+
+    # A new gunicorn starts from zero: the folder is emptied at start.
+    portal = start_portal(tmp_path, port, settings)
+    try:
+        again = scrape(portal)
+        assert again.get(requests_to("/account"), 0) == 0
+        assert again[LOGINS_OK] == 0
+    finally:
+        stop(portal.process)
