@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import requests
 
+from portal import audit
 from portal.logs import redact
 from tests.support import PORTAL_PORTS, Emulator, Portal, portal_settings, query_of, sign_in, start_portal, stop
 
@@ -40,6 +41,26 @@ def test_a_line_break_in_a_request_value_cannot_forge_a_log_line(make_app: Any,
     lines = [line for line in capsys.readouterr().out.splitlines() if "portal.auth" in line]
     assert len(lines) == 1
     assert "Login failed" in lines[0] and "\\n2026-01-01" in lines[0]
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_an_audit_events_fields_are_redacted_and_cannot_forge_a_line(make_app: Any, log_format: str,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    app = make_app(LOG_FORMAT=log_format)
+    # Ids come from Mediaflow's /me: whatever they hold, no secret-looking value or line break gets through.
+    user = {"id": "Bearer at-11.x_y", "customerId": "1 access_token=at-12\n2026-01-01 INFO portal.audit: logout"}
+    with app.test_request_context("/callback"):
+        audit.login("refused", user, refusal="code=co-13&state=st-14")
+        audit.session_ended("mediaflow", "refresh_refused", user)
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if "portal.audit" in line]
+    assert len(lines) == 2
+    for secret in ("at-11.x_y", "at-12", "co-13", "st-14"):
+        assert secret not in out
+    if log_format == "json":
+        fields = json.loads(lines[0])
+        assert fields["event"] == "login" and fields["user_id"] == "Bearer [redacted]"
+        assert fields["refusal"] == "code=[redacted]&state=[redacted]"
 
 
 @pytest.fixture
@@ -108,6 +129,10 @@ def test_logs_of_a_login_a_refresh_and_every_error_hold_no_secret(portal: Portal
     time.sleep(0.5)
     logs = portal.logs()
     assert "Login succeeded" in logs and "Token refreshed" in logs and "Token refresh failed" in logs
+    # The audit trail's lines are in the same log, so the check below covers them too.
+    assert "portal.audit: login outcome=ok user_id=1" in logs
+    assert "portal.audit: login outcome=state_error" in logs
+    assert "portal.audit: session_ended reason=mediaflow cause=refresh_refused user_id=1" in logs
     assert '"GET /callback"' in logs, "the access log shows the callback without its query"
     leaked = sorted(s for s in secrets if s in logs)
     assert not leaked, f"{len(leaked)} secret value(s) reached the log"
