@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,10 @@ def test_dockerfile_cmd_serves_health_readiness_and_a_login(emulator: Emulator, 
         assert requests.get(f"{portal.url}/healthz", timeout=5).status_code == 200
         page = browser.get(f"{portal.url}/", timeout=10)
         assert page.status_code == 503 and "session store" in page.text
+        # Summed over the 4 workers, whichever answered: the failed /readyz and the 503 page.
+        metrics = requests.get(f"{portal.url}/metrics", timeout=10).text
+        assert re.search(r"^mediaflow_portal_session_store_errors_total 2\.0$", metrics, re.M), metrics
+        assert re.search(r'^mediaflow_portal_logins_total\{outcome="ok"\} 1\.0$', metrics, re.M)
     finally:
         stop(portal.process)
         redis.client.close()
@@ -73,6 +78,9 @@ def test_dockerfile_cmd_serves_health_readiness_and_a_login(emulator: Emulator, 
     app_lines = [json.loads(line) for line in portal.logs().splitlines() if line.startswith("{")]
     logins = [line for line in app_lines if line["message"].startswith("Login succeeded")]
     assert logins and logins[0]["level"] == "info" and logins[0]["request_id"] != "-"
+    audited = [line for line in app_lines if line.get("event") == "login"]
+    assert [(line["outcome"], line["user_id"], line["request_id"]) for line in audited] == [
+        ("ok", 1, logins[0]["request_id"])]
     assert any(f"rid={request_id}" in line for line in portal.logs().splitlines()), "access log carries the request id"
 
 
