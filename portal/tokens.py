@@ -204,7 +204,8 @@ class TokenService:
                 tokens = self._stored(key)
                 now = self.clock()
                 if not tokens.needs_refresh(self.leeway, now):
-                    self._count("waited")
+                    if not tokens.is_due(self.leeway, now):
+                        self._count("waited")  # another request refreshed while this one waited: its token serves
                     return tokens
                 if not tokens.refresh_token:
                     if tokens.is_expired(now):

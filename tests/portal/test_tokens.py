@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from prometheus_client import CollectorRegistry
 
 from portal.mediaflow import MediaflowRefused, MediaflowUnavailable
+from portal.metrics import REFRESH_OUTCOMES, Metrics
 from portal.stores import FileTokenStore, RedisTokenStore
 from portal.tokens import LockTimeout, RefreshFailed, SessionEnded, TokenService, TokenSet, TokenStore
 from tests.conftest import FakeClock, RedisServer
@@ -252,6 +254,57 @@ def test_requests_that_all_saw_a_rejected_token_renew_it_once(store: TokenStore,
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(lambda _: service.renew(key, "first").access_token, range(8)))
     assert got == ["fresh"] * 8 and mediaflow.calls == 1
+
+
+def counted(service: TokenService) -> CollectorRegistry:
+    """Give the service its own metrics; the registry reads them."""
+    registry = CollectorRegistry()
+    service.metrics = Metrics(registry)
+    return registry
+
+
+def outcomes(registry: CollectorRegistry) -> dict[str, float]:
+    shown = {outcome: registry.get_sample_value("mediaflow_portal_token_refreshes_total", {"outcome": outcome})
+             for outcome in REFRESH_OUTCOMES}
+    return {outcome: count for outcome, count in shown.items() if count}
+
+
+@pytest.mark.parametrize(
+    ("answer", "rejected", "counts"),
+    [(FRESH, None, {"ok": 1}),
+     (DOWN, None, {"failed_kept": 1}),
+     (MediaflowRefused("invalid_grant"), None, {"ended_session": 1}),
+     (MediaflowRefused("invalid_request"), None, {"failed_kept": 1}),  # Mediaflow misbehaving: the session is kept
+     (FRESH, "first", {"ok": 1}),                                       # renew() of the rejected token
+     (FRESH, "older", {"waited": 1})],                                  # renew() after another request renewed
+    ids=["ok", "down", "refused", "odd-error", "renewed", "renewed-elsewhere"],
+)
+def test_each_due_refresh_is_counted_by_outcome_with_its_wait_for_the_lock(
+        store: TokenStore, clock: FakeClock, answer: Any, rejected: str | None, counts: dict[str, int]) -> None:
+    service, key = service_with(store, Mediaflow(answer), clock)
+    registry = counted(service)
+    clock.advance(51)
+    try:
+        service.renew(key, rejected) if rejected else service.fresh(key)
+    except SessionEnded as ended:
+        assert ended.cause == "refresh_refused"
+    assert outcomes(registry) == counts
+    assert registry.get_sample_value("mediaflow_portal_refresh_lock_wait_seconds_count") == 1
+
+
+def test_requests_that_waited_for_anothers_refresh_count_as_waited(store: TokenStore, clock: FakeClock) -> None:
+    service, key = service_with(store, Mediaflow(FRESH, wait=0.2), clock)
+    registry = counted(service)
+    clock.advance(51)
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda _: service.fresh(key), range(16)))
+    counts = outcomes(registry)
+    waits = registry.get_sample_value("mediaflow_portal_refresh_lock_wait_seconds_count")
+    # One refresh; those that queued for the lock used its token (a late one may have read it without the lock).
+    assert counts["ok"] == 1 and counts.get("waited", 0) >= 1 and waits == 1 + counts["waited"]
+    assert set(counts) == {"ok", "waited"}
+    slow = registry.get_sample_value("mediaflow_portal_refresh_lock_wait_seconds_bucket", {"le": "0.1"})
+    assert slow is not None and waits - slow >= 1  # someone waited out the 0.2 s refresh
 
 
 def test_a_rejected_token_without_a_refresh_token_ends_the_session(store: TokenStore, clock: FakeClock) -> None:
