@@ -11,8 +11,11 @@ made it fresh) and handle the three things a token cannot foresee:
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -23,7 +26,13 @@ from .mediaflow import MediaflowRefused, MediaflowUnavailable
 from .tokens import SessionEnded
 
 # The longest Retry-After the portal waits out within a request; a longer one is a page saying how long.
-MAX_RETRY_WAIT = 5.0
+MAX_RETRY_WAIT = 5
+# More than any page of Mediaflow's answers holds: a bigger answer is not read to the end.
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
+# Mediaflow's refusals a page explains (not found, no access, a request it does not take); 401 is the token's.
+REFUSALS = (400, 401, 403, 404)
+# Half of a UTF-16 pair, escaped ("\\ud800") or raw: JSON lets either through, and no page can encode one.
+LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 
 
 class RateLimited(MediaflowUnavailable):
@@ -66,46 +75,63 @@ def first(answer: list[Any]) -> dict[str, Any]:
     return answer[0]
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One answer from Mediaflow, read whole within the call's time limit."""
+
+    status: int
+    retry_after: int
+    body: bytes
+
+
 def _call(method: str, path: str, params: dict[str, Any], body: dict[str, Any] | None) -> Any:
     held: tokens.TokenSet = g.tokens
-    response = _retrying_429(lambda: _send(method, path, held.access_token, params, body))
-    if response.status_code == 401:
+    answer = _retrying_429(lambda: _send(method, path, held.access_token, params, body))
+    if answer.status == 401:
         # The token looked valid to us but not to Mediaflow: one refresh, shared with every other request.
         g.tokens = tokens.service().renew(session["tokens_key"], held.access_token)
-        response = _retrying_429(lambda: _send(method, path, g.tokens.access_token, params, body))
-        if response.status_code == 401:
+        answer = _retrying_429(lambda: _send(method, path, g.tokens.access_token, params, body))
+        if answer.status == 401:
             raise SessionEnded("Mediaflow refused a freshly refreshed access token", "token_rejected")
-    return _answer(response, path)
+    return _answer(answer, path)
 
 
-def _retrying_429(send: Callable[[], requests.Response]) -> requests.Response:
-    response = send()
-    if response.status_code != 429:
-        return response
-    wait = _retry_after(response)
-    if wait > MAX_RETRY_WAIT:
-        raise RateLimited(wait)
-    time.sleep(wait)
-    response = send()
-    if response.status_code == 429:
-        raise RateLimited(_retry_after(response))
-    return response
+def _retrying_429(send: Callable[[], Answer]) -> Answer:
+    answer = send()
+    if answer.status != 429:
+        return answer
+    if answer.retry_after > MAX_RETRY_WAIT:
+        raise RateLimited(answer.retry_after)
+    time.sleep(answer.retry_after)
+    answer = send()
+    if answer.status == 429:
+        raise RateLimited(answer.retry_after)
+    return answer
 
 
-def _send(method: str, path: str, access_token: str, params: dict[str, Any], body: dict[str, Any] | None
-          ) -> requests.Response:
+def _send(method: str, path: str, access_token: str, params: dict[str, Any], body: dict[str, Any] | None) -> Answer:
     config = current_app.config
     http: requests.Session = current_app.extensions["mediaflow_api"]
     endpoint = metrics.api_endpoint(_name(path))
     started = time.perf_counter()
+    # The read timeout bounds each wait for bytes; an answer that trickles in is cut off here instead.
+    deadline = time.monotonic() + config["MEDIAFLOW_CONNECT_TIMEOUT"] + config["MEDIAFLOW_READ_TIMEOUT"]
     try:
-        response = http.request(
+        with http.request(
             method, f"{config['MEDIAFLOW_API_BASE'].rstrip('/')}/{path}", params=params, json=body,
             # A header, never ?access_token=: query strings end up in logs.
             headers={"Authorization": f"Bearer {access_token}"},
             timeout=(config["MEDIAFLOW_CONNECT_TIMEOUT"], config["MEDIAFLOW_READ_TIMEOUT"]),
-            allow_redirects=False,
-        )
+            allow_redirects=False, stream=True,
+        ) as response:
+            content = bytearray()
+            for chunk in response.iter_content(64 * 1024):
+                content += chunk
+                if time.monotonic() > deadline:
+                    raise requests.Timeout
+                if len(content) > MAX_ANSWER_BYTES:
+                    metrics.current().mediaflow_call(endpoint, "too_large", time.perf_counter() - started)
+                    raise MediaflowUnavailable(f"Mediaflow's API answered {_name(path)} with too much data", 502)
     except requests.Timeout:
         metrics.current().mediaflow_call(endpoint, "timeout", time.perf_counter() - started)
         raise MediaflowUnavailable("Mediaflow's API did not answer in time") from None
@@ -113,30 +139,42 @@ def _send(method: str, path: str, access_token: str, params: dict[str, Any], bod
         metrics.current().mediaflow_call(endpoint, "unreachable", time.perf_counter() - started)
         raise MediaflowUnavailable("Mediaflow's API cannot be reached") from None
     metrics.current().mediaflow_call(endpoint, response.status_code, time.perf_counter() - started)
-    return response
+    return Answer(response.status_code, _retry_after(response.headers.get("Retry-After", "")), bytes(content))
 
 
-def _answer(response: requests.Response, path: str) -> Any:
+def _answer(answer: Answer, path: str) -> Any:
     """The JSON of a 2xx answer; an error as MediaflowRefused (4xx) or MediaflowUnavailable (the rest)."""
     try:
-        body = response.json()
-    except ValueError:
-        raise MediaflowUnavailable(f"Mediaflow's API answered {_name(path)} with HTTP {response.status_code} "
-                                   "without JSON", 502) from None
-    if 200 <= response.status_code < 300:
+        body = json.loads(answer.body)
+        if LONE_SURROGATE.search(answer.body):
+            body = _clean(body)
+    except (ValueError, RecursionError):
+        raise MediaflowUnavailable(f"Mediaflow's API answered {_name(path)} with HTTP {answer.status} "
+                                   "without usable JSON", 502) from None
+    if 200 <= answer.status < 300:
         return body
-    if response.status_code in (401, 403, 404):
-        # Not this user's, or not there: the page says so. Mediaflow's own text is kept short.
+    if answer.status in REFUSALS:
+        # Not this user's, not there, or not a request Mediaflow takes: the page says so.
         message = body.get("error") if isinstance(body, dict) else None
-        raise MediaflowRefused(str(message or "error")[:200], status=response.status_code)
-    # Any other refusal is a request the portal should not have made, or Mediaflow failing: a 502.
-    raise MediaflowUnavailable(f"Mediaflow's API answered {_name(path)} with HTTP {response.status_code}", 502)
+        raise MediaflowRefused(str(message or "error")[:200], status=answer.status)
+    # Mediaflow failing, or an answer the portal does not understand: a 502.
+    raise MediaflowUnavailable(f"Mediaflow's API answered {_name(path)} with HTTP {answer.status}", 502)
 
 
-def _retry_after(response: requests.Response) -> int:
+def _clean(value: Any) -> Any:
+    """The decoded JSON with each lone surrogate (half an emoji) replaced by U+FFFD; a whole pair stays."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_clean(item) for item in value]
+    if isinstance(value, dict):
+        return {_clean(key): _clean(item) for key, item in value.items()}
+    return value
+
+
+def _retry_after(raw: str) -> int:
     # Seconds only: Mediaflow's HTTP-date form is not seen, and a wrong guess must not block a worker.
-    raw = response.headers.get("Retry-After", "")
-    return min(int(raw), 3600) if raw.isdigit() else 1
+    return min(int(raw), 3600) if raw.isascii() and raw.isdigit() else 1
 
 
 def _name(path: str) -> str:

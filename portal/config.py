@@ -142,6 +142,7 @@ HOST_SETTING = re.compile(rf"{HOST_NAME.pattern}|\.[A-Za-z0-9-]+(\.[A-Za-z0-9-]+
 # The portal's own pages and endpoints, which GATE_AUTH_PATH must not take over.
 PORTAL_PATHS = ("/login", "/callback", "/logout", "/account", "/session", "/healthz", "/readyz", "/userinfo",
                 "/library", "/search", "/metrics")
+MAX_LIBRARY_CACHE_SECONDS = 3600
 # Where Mediaflow serves previews is not documented: its own hosts, so any https subdomain of its two domains.
 MEDIAFLOW_PREVIEW_ORIGINS = ["https://*.mediaflow.com", "https://*.mediaflowpro.com"]
 
@@ -244,8 +245,9 @@ def _check_gate(config: dict[str, Any]) -> None:
 
 
 def _check_library(config: dict[str, Any]) -> None:
-    if config["LIBRARY_CACHE_SECONDS"] < 0:
-        raise ConfigError("LIBRARY_CACHE_SECONDS must be zero or more")
+    if not 0 <= config["LIBRARY_CACHE_SECONDS"] <= MAX_LIBRARY_CACHE_SECONDS:
+        # A kept folder tree names private folders: it should not outlive a session's logout by much.
+        raise ConfigError(f"LIBRARY_CACHE_SECONDS must be from 0 to {MAX_LIBRARY_CACHE_SECONDS}")
     origins = config.get("MEDIAFLOW_PREVIEW_ORIGINS")
     if not origins:
         # In demo mode the emulator serves the previews, at the address the browser reaches it;

@@ -26,8 +26,12 @@ bp = Blueprint("library", __name__)
 PER_PAGE = 24
 MAX_PAGE = 10_000
 MAX_SEARCH_LENGTH = 200
-# Mediaflow's search languages; a browser asking for none of them searches in English.
-LANGUAGES = ["sv-SE", "en-GB", "fi-FI", "nb-NO", "de-DE"]
+# Mediaflow's search languages; a browser asking for none of them (or for "*") searches in English.
+LANGUAGES = ["en-GB", "sv-SE", "fi-FI", "nb-NO", "de-DE"]
+# A search shows this many files at most, and asks to narrow it down when there are more.
+MAX_RESULTS = 100
+# Longer URLs from Mediaflow are not believed: no browser or proxy takes them whole anyway.
+MAX_URL_LENGTH = 8192
 SORTS = {"filename": "Name", "uploaded": "Upload date", "filesize": "Size"}
 ORDERS = {"asc": "Ascending", "desc": "Descending"}
 # What a grid of previews shows; `fields` names are lowercase (mediaflow-api.md).
@@ -44,7 +48,13 @@ GDPR = {
 
 
 class MediaflowId(IntegerConverter):
-    """Mediaflow's ids in URLs: whole numbers, negative ones too (Mediaflow has them), within 64 bits."""
+    """Mediaflow's ids in URLs: whole numbers, negative ones too (Mediaflow has them), within 64 bits.
+
+    ASCII digits only: Werkzeug's own pattern also takes other scripts' digits, so one file would have
+    many URLs, and a proxy rule on a path could be walked around.
+    """
+
+    regex = r"-?[0-9]+"
 
     def __init__(self, url_map: Map) -> None:
         super().__init__(url_map, signed=True, min=-(2**63), max=2**63 - 1)
@@ -93,12 +103,14 @@ def search() -> Any:
     if len(term) > MAX_SEARCH_LENGTH:
         abort(400, description=f"A search is at most {MAX_SEARCH_LENGTH} characters long.")
     if not term:
-        return render_template("library/search.html", term="", files=None)
+        return render_template("library/search.html", term="", files=None, more=False)
     lang = request.accept_languages.best_match(LANGUAGES, default="en-GB")
     found = api.post("search/file", {"searchTerm": term, "lang": lang, "ai": False}, fields=LIST_FIELDS)
     if not isinstance(found, list):
         raise MediaflowUnavailable("Mediaflow's search answered with an unexpected shape", 502)
-    return render_template("library/search.html", term=term, files=summaries(found))
+    files = summaries(found)
+    return render_template("library/search.html", term=term, files=files[:MAX_RESULTS],
+                           more=len(files) > MAX_RESULTS)
 
 
 @bp.get("/files/<mediaflow_id:file_id>")
@@ -129,7 +141,8 @@ def download(file_id: int) -> Response:
         abort(400, description="Choose a download format from the list.")
     answer = api.first(api.get(f"file/{file_id}/downloads/{format_id}"))
     url = answer.get("downloadURL")
-    if not isinstance(url, str) or not _is_web_url(url):
+    # Mediaflow chooses the host; over https, as every other call to Mediaflow (http on loopback only).
+    if not isinstance(url, str) or not _is_web_url(url, https=True):
         raise MediaflowUnavailable("Mediaflow's download answer has no usable downloadURL", 502)
     response = redirect(url, 303)
     # The signed URL's host learns nothing of the portal's pages.
@@ -217,6 +230,12 @@ class FileCard:
     thumb: str | None
     preview: str | None
     gdpr_ok: bool
+    # The file page's extras; None when Mediaflow gives none that make sense.
+    width: int | None = None
+    height: int | None = None
+    length: int | None = None
+    folder_id: int | None = None
+    alt: str = ""
 
 
 def summaries(files: list[Any]) -> list[FileCard]:
@@ -238,7 +257,19 @@ def summary(item: dict[str, Any]) -> FileCard:
         thumb=_preview(item.get("thumbPreview")),
         preview=_preview(item.get("mediumPreview")) or _preview(item.get("smallPreview")),
         gdpr_ok=item.get("gdprStatus") in (None, "OK"),
+        width=_measure(item.get("width")),
+        height=_measure(item.get("height")),
+        length=_measure(item.get("length")),
+        folder_id=item["folderId"] if _is_id(item.get("folderId")) else None,
+        alt=_text(item.get("alttext")),
     )
+
+
+def _measure(value: Any) -> int | None:
+    """Pixels or seconds: a positive number of a sensible size, shown whole."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 10**7:
+        return round(value)
+    return None
 
 
 def gdpr_words(status: Any) -> str:
@@ -284,13 +315,23 @@ def _preview(url: Any) -> str | None:
     return url if isinstance(url, str) and _is_web_url(url) else None
 
 
-def _is_web_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("https", "http") and bool(parts.netloc) and not any(c in url for c in "\\\r\n\t ")
+def _is_web_url(url: str, https: bool = False) -> bool:
+    """An absolute http(s) URL a browser reads as Mediaflow wrote it: no user:password@, a valid port, not huge."""
+    if len(url) > MAX_URL_LENGTH or any(c in url for c in "\\\r\n\t "):
+        return False
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - urlsplit checks the port only when asked
+    except ValueError:
+        return False
+    if parts.scheme not in ("https", "http") or not parts.hostname or "@" in parts.netloc:
+        return False
+    return not https or parts.scheme == "https" or parts.hostname in ("localhost", "127.0.0.1", "::1")
 
 
 def _is_id(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An id the portal's URLs can carry (MediaflowId): a whole number within 64 bits."""
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
 
 
 def _text(value: Any) -> str:

@@ -63,7 +63,8 @@ class Metrics:
         self.refresh_lock_wait = histogram("refresh_lock_wait_seconds",
                                            "Time a request waited for its session's refresh lock")
         self.mediaflow_requests = counter("mediaflow_requests", "Calls to Mediaflow, by endpoint and HTTP status "
-                                          "(timeout, unreachable: no answer)", ("endpoint", "status"))
+                                          "(timeout, unreachable: no answer; too_large: an answer over 8 MB)",
+                                          ("endpoint", "status"))
         self.mediaflow_duration = histogram("mediaflow_request_duration_seconds",
                                             "Time Mediaflow took to answer, by endpoint", ("endpoint",))
         self.store_errors = counter("session_store_errors", "Requests the session store failed (503), and failed "

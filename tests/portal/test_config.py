@@ -117,7 +117,8 @@ BAD = [
     ({"SESSION_COOKIE_DOMAIN": "com"}, "SESSION_COOKIE_DOMAIN='com' is not a domain with a dot"),
     ({"SESSION_COOKIE_DOMAIN": "example.com/x"}, "SESSION_COOKIE_DOMAIN="),
     # The media library (portal/library.py): origins go into the CSP as they are.
-    ({"LIBRARY_CACHE_SECONDS": -1}, "LIBRARY_CACHE_SECONDS must be zero or more"),
+    ({"LIBRARY_CACHE_SECONDS": -1}, "LIBRARY_CACHE_SECONDS must be from 0 to 3600"),
+    ({"LIBRARY_CACHE_SECONDS": 10**20}, "LIBRARY_CACHE_SECONDS must be from 0 to 3600"),
     ({"MEDIAFLOW_PREVIEW_ORIGINS": ["https://cdn.example/previews"]},
      "MEDIAFLOW_PREVIEW_ORIGINS='https://cdn.example/previews' is not an origin"),
     ({"MEDIAFLOW_PREVIEW_ORIGINS": ["https://cdn.example; script-src *"]}, "MEDIAFLOW_PREVIEW_ORIGINS="),

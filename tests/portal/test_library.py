@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import requests
 from flask import Flask
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request
 
 from emulator.library import file_bytes
 from tests.conftest import FakeClock
@@ -94,7 +98,11 @@ def test_everything_mediaflow_returns_is_shown_as_text(logged_in: Any, path: str
      (f"/files/{BRAND_GUIDE}/download?format=abc", 400, "Choose a download format from the list."),
      (f"/files/{BRAND_GUIDE}/download?format=-1", 400, "Choose a download format"),
      (f"/files/{BRAND_GUIDE}/download?format=99", 404, "Not found in Mediaflow"),
-     (f"/files/{EMBARGOED}/download?format=0", 403, "You do not have access")],
+     (f"/files/{EMBARGOED}/download?format=0", 403, "You do not have access"),
+     # A format that does not fit the file: Mediaflow's 400, explained.
+     ("/files/101/download?format=3", 400, "Mediaflow refused this request"),
+     ("/library/folders/%D9%A1", 404, "Page not found"),        # Arabic-Indic 1: not an id
+     ("/files/%F0%9D%9F%8F%F0%9D%9F%8E%F0%9D%9F%8F", 404, "Page not found")],
 )
 def test_bad_input_gets_a_page_that_says_what_happened(logged_in: Any, path: str, status: int, says: str) -> None:
     page = logged_in.get(path)
@@ -141,13 +149,13 @@ def test_the_file_page_offers_only_the_formats_that_fit_the_file(logged_in: Any)
 @pytest.mark.parametrize(
     ("fault", "status", "says"),
     [({"kind": "status", "status": 500}, 502, "Mediaflow sent an answer the portal could not understand."),
-     ({"kind": "status", "status": 400}, 502, "could not understand"),
+     ({"kind": "status", "status": 409}, 502, "could not understand"),
      ({"kind": "garbage"}, 502, "could not understand"),
      ({"kind": "drop"}, 503, "Mediaflow could not be reached in time."),
      ({"kind": "delay", "delay": 1.5}, 503, "Mediaflow could not be reached in time."),
      ({"kind": "rate_limit", "retry_after": 0, "count": 2}, 429, "Please wait 0 seconds"),
      ({"kind": "rate_limit", "retry_after": 30}, 429, "Please wait 30 seconds")],
-    ids=["500", "400", "garbage", "drop", "slow", "429-twice", "429-long"],
+    ids=["500", "409", "garbage", "drop", "slow", "429-twice", "429-long"],
 )
 def test_a_mediaflow_failure_is_a_page_with_try_again_and_keeps_the_session(
     make_app: Callable[..., Flask], emulator: Emulator, fault: dict[str, Any], status: int, says: str
@@ -263,3 +271,84 @@ def test_previews_may_load_from_the_preview_origins_and_nothing_else(
     assert csp.endswith("img-src " + img_src.format(api=emulator.url))
     assert "script-src" not in csp and "default-src 'self'" in csp  # still no inline script
     assert f'src="{html.escape(emulator.url)}/_emulator/preview/101/thumb.svg"' in page.text
+
+
+class Hostile:
+    """A Mediaflow that answers chosen API paths with chosen bytes; everything else goes to the emulator."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.emulator = emulator
+        self.answers: dict[str, tuple[int, bytes, float]] = {}
+        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def app(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        for prefix, (status, body, trickle) in self.answers.items():
+            if request.path.startswith(prefix):
+                start_response(f"{status} X", [("Content-Type", "application/json")])
+                return self.trickled(body, trickle) if trickle else [body]
+        upstream = requests.request(request.method, self.emulator.url + request.full_path, data=request.get_data(),
+                                    headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
+                                    timeout=10)
+        start_response(f"{upstream.status_code} X", [("Content-Type", "application/json")])
+        return [upstream.content]
+
+    @staticmethod
+    def trickled(body: bytes, every: float) -> Iterator[bytes]:
+        for index in range(len(body)):
+            time.sleep(every)
+            yield body[index:index + 1]
+
+
+@pytest.fixture
+def hostile(emulator: Emulator) -> Iterator[Hostile]:
+    server = Hostile(emulator)
+    yield server
+    server.server.shutdown()
+
+
+LIST = f"/1/folder/{BRAND_ASSETS}/files"
+DOWNLOAD = f"/1/file/{BRAND_GUIDE}/downloads/0"
+
+
+@pytest.mark.parametrize(
+    ("path", "answer", "page", "status", "says"),
+    [("/1/foldertree", b'[{"id": 1, "name": "bad \\ud800 name", "parent": null}]', "/library", 200, "bad \ufffd name"),
+     (LIST, b'[{"id": 5, "name": "x", "thumbPreview": "https://cdn.example/\\ud800"}]',
+      f"/library/folders/{BRAND_ASSETS}", 200, ">x</span>"),
+     (LIST, b"[" * 100_000 + b"]" * 100_000, f"/library/folders/{BRAND_ASSETS}", 502, "could not understand"),
+     (LIST, b'"not an array"', f"/library/folders/{BRAND_ASSETS}", 502, "could not understand"),
+     (LIST, b"[" + b'{"id": 1},' * 900_000 + b'{"id": 2}]', f"/library/folders/{BRAND_ASSETS}", 502, "could not"),
+     (DOWNLOAD, b'[{"downloadURL": "https://evil.example:99999/x"}]', f"/files/{BRAND_GUIDE}/download", 502, "could"),
+     (DOWNLOAD, b'[{"downloadURL": "https://[bad/x"}]', f"/files/{BRAND_GUIDE}/download", 502, "could not"),
+     (DOWNLOAD, b'[{"downloadURL": "http://files.example/x"}]', f"/files/{BRAND_GUIDE}/download", 502, "could not"),
+     (DOWNLOAD, b'[{"downloadURL": "https://u:p@files.example/x"}]', f"/files/{BRAND_GUIDE}/download", 502, "could"),
+     (DOWNLOAD, b'[{"downloadURL": "https://files.example/\\ud800"}]', f"/files/{BRAND_GUIDE}/download", 303, ""),
+     (DOWNLOAD, b'[{"downloadURL": "javascript:alert(1)"}]', f"/files/{BRAND_GUIDE}/download", 502, "could not")],
+    ids=["surrogate-name", "surrogate-preview", "deep", "not-an-array", "too-large", "bad-port", "bad-host",
+         "plain-http", "userinfo", "surrogate-url", "javascript"],
+)
+def test_an_answer_mediaflow_should_never_give_is_a_page_not_a_500(
+    make_app: Callable[..., Flask], hostile: Hostile, path: str, answer: bytes, page: str, status: int, says: str
+) -> None:
+    client = make_app(MEDIAFLOW_API_BASE=f"{hostile.url}/1", LIBRARY_CACHE_SECONDS=0).test_client()
+    portal_login(client)
+    hostile.answers[path] = (200, answer, 0.0)
+    response = client.get(page)
+    assert response.status_code == status, response.text
+    assert says in response.text
+    assert client.get("/session").status_code == 200
+
+
+def test_an_answer_that_trickles_in_is_cut_off_at_the_calls_time_limit(make_app: Callable[..., Flask],
+                                                                        hostile: Hostile) -> None:
+    client = make_app(MEDIAFLOW_API_BASE=f"{hostile.url}/1", MEDIAFLOW_CONNECT_TIMEOUT=0.5,
+                      MEDIAFLOW_READ_TIMEOUT=1.0).test_client()
+    portal_login(client)
+    hostile.answers[LIST] = (200, b'[{"id": 1, "name": "slow"}]' + b" " * 100, 0.1)  # a byte every 0.1 s: 13 s
+    started = time.monotonic()
+    page = client.get(f"/library/folders/{BRAND_ASSETS}")
+    assert page.status_code == 503 and "could not be reached in time" in page.text
+    assert time.monotonic() - started < 4  # the read timeout alone would have waited for every byte
