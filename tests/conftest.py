@@ -24,7 +24,7 @@ from tests.support import (
     start_emulator,
     stop,
 )
-from tests.tls import HTTPS_PORTS, NGINX_HTTPS_PORT, TEST_DOMAIN
+from tests.tls import HTTPS_PORTS, NGINX_HTTPS_PORT, TEST_DOMAIN, Certificate
 
 TEST_CALLBACKS = (["http://localhost/callback"] + [f"http://127.0.0.1:{p}/callback" for p in PORTAL_PORTS]
                   + [f"https://127.0.0.1:{p}/callback" for p in HTTPS_PORTS]
@@ -69,24 +69,31 @@ def _clean_emulator(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 class RedisServer:
-    def __init__(self, port: int, process: subprocess.Popen[bytes], password: str | None = None) -> None:
+    def __init__(self, port: int, process: subprocess.Popen[bytes], password: str | None = None,
+                 ca: Certificate | None = None) -> None:
         self.port = port
         self.process = process
-        self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{port}/0"
-        self.client = redis_lib.Redis.from_url(self.url)
+        self.url = f"{'rediss' if ca else 'redis'}://{f':{password}@' if password else ''}127.0.0.1:{port}/0"
+        self.client = redis_lib.Redis.from_url(self.url, **({"ssl_ca_certs": str(ca.cert)} if ca else {}))
 
 
 def start_redis(directory: Path, port: int | None = None, extra: list[str] | None = None,
-                password: str | None = None) -> RedisServer:
+                password: str | None = None, tls: Certificate | None = None,
+                ca: Certificate | None = None) -> RedisServer:
+    """A redis-server on 127.0.0.1; with tls (a certificate that ca signed), it speaks TLS only."""
     binary = require_binary("redis-server", "redis-server")
     port = port or free_port()
+    listen = ["--port", str(port)]
+    if tls and ca:
+        listen = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(tls.cert), "--tls-key-file",
+                  str(tls.key), "--tls-ca-cert-file", str(ca.cert), "--tls-auth-clients", "no"]
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        [binary, *listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(directory), *(["--requirepass", password] if password else []), *(extra or [])],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     wait_for_port(port, process)
-    return RedisServer(port, process, password)
+    return RedisServer(port, process, password, ca if tls else None)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import redis
 
+from portal.redis_target import RedisTarget
 from portal.session_cache import SessionCache
 from tests.conftest import RedisServer, start_redis
 from tests.support import stop
@@ -43,7 +44,7 @@ def store(redis_server: RedisServer) -> redis.Redis:
 
 @pytest.fixture
 def cache(redis_server: RedisServer) -> Iterator[SessionCache]:
-    made = SessionCache(redis_server.url, PREFIX, connect_timeout=1.0)
+    made = SessionCache(RedisTarget(redis_server.url), PREFIX, connect_timeout=1.0)
     yield made
     made.close()
 
@@ -227,7 +228,7 @@ REFUSALS = {
 def test_a_redis_without_client_tracking_is_read_every_time(tmp_path: Path, caplog: pytest.LogCaptureFixture,
                                                             refusal: list[str]) -> None:
     server = start_redis(tmp_path, extra=refusal)
-    cache = SessionCache(server.url, PREFIX, connect_timeout=1.0)
+    cache = SessionCache(RedisTarget(server.url), PREFIX, connect_timeout=1.0)
     try:
         server.client.set(KEY, b"old")
         reads = Reads(server.client)
