@@ -11,7 +11,7 @@ from flask import Flask
 
 from portal.redis_target import RedisTarget
 from portal.session_cache import SessionCache
-from tests.conftest import RedisServer, start_redis
+from tests.conftest import RedisServer, start_redis, start_sentinels
 from tests.support import PORTAL_PORTS, Emulator, portal_login, portal_settings, start_portal, stop
 from tests.tls import Certificate, make_ca, make_certificate
 
@@ -114,6 +114,24 @@ def test_a_wrong_ca_is_a_503_page_and_readyz_says_why(make_app: Callable[..., Fl
     assert "REDIS_CA_CERT" in ready.json["reason"]
     assert "The session store failed while loading a session (Redis's TLS certificate was not accepted" in (
         capsys.readouterr().out)
+
+
+def test_a_login_works_through_sentinels_over_tls(make_app: Callable[..., Flask], tls_redis: RedisServer,
+                                                  ca: Certificate, tmp_path: Path) -> None:
+    tls_redis.client.flushdb()
+    sentinels = start_sentinels(tmp_path, tls_redis.port, replicas=0, count=1,
+                                tls=make_certificate(tmp_path / "tls", issuer=ca), ca=ca)
+    try:
+        # The Sentinels speak TLS too, with the same CA: both connections are verified.
+        app = make_app(SESSION_BACKEND="redis", REDIS_URL="rediss://main/0", REDIS_CA_CERT=str(ca.cert),
+                       REDIS_SENTINELS=sentinels.setting.split(","), REDIS_SENTINEL_MASTER="main")
+        client = app.test_client()
+        assert portal_login(client).status_code == 302
+        assert client.get("/session").status_code == 200
+        assert tls_redis.client.keys("mediaflow:tokens:*")
+        assert client.get("/readyz").json == {"status": "ready"}
+    finally:
+        sentinels.stop()
 
 
 @pytest.mark.gunicorn

@@ -15,7 +15,7 @@ import redis
 
 from portal.redis_target import RedisTarget
 from portal.session_cache import SessionCache
-from tests.conftest import RedisServer, start_redis
+from tests.conftest import RedisServer, start_redis, start_sentinels
 from tests.support import stop
 
 PREFIX = "mediaflow:session:"
@@ -269,3 +269,49 @@ def test_a_forked_worker_opens_its_own_tracking_connection(cache: SessionCache, 
     store.set(KEY, b"newer")
     settled(store)
     assert cache.get(KEY, reads) == b"newer"
+
+
+def test_copies_are_dropped_when_sentinel_names_another_master(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    servers = []
+    for name in ("old", "new"):
+        (tmp_path / name).mkdir()
+        servers.append(start_redis(tmp_path / name))
+    old, new = servers
+    sentinels = start_sentinels(tmp_path, old.port, replicas=0, count=1)
+    target = RedisTarget("redis://main/0", sentinels=[("127.0.0.1", sentinels.ports[0])], master="main")
+    store = target.client()
+    cache = SessionCache(target, PREFIX, connect_timeout=1.0, store=store)
+    try:
+        old.client.set(KEY, b"on the old master")
+        new.client.set(KEY, b"on the new master")
+        reads = Reads(store)
+        assert [cache.get(KEY, reads) for _ in range(2)] == [b"on the old master"] * 2
+        assert reads.count == 1
+
+        # Sentinel names another master while this worker's tracking connection to the old one stays open
+        # (a failover it did not see); the session client moves at its next connection.
+        sentinels.clients[0].sentinel_remove("main")
+        sentinels.clients[0].sentinel_monitor("main", "127.0.0.1", new.port, 1)
+        store.connection_pool.disconnect()
+        store.ping()
+        with caplog.at_level(logging.WARNING, "portal.session_cache"):
+            assert cache.get(KEY, reads) == b"on the new master"
+        assert "Sentinel named another master" in caplog.text
+
+        # Tracking starts again on the new master: copies are kept, and dropped by its messages.
+        assert cache.get(KEY, reads) == b"on the new master"
+        count = reads.count
+        assert cache.get(KEY, reads) == b"on the new master"
+        assert reads.count == count
+        new.client.set(KEY, b"newer")
+        settled(new.client)
+        assert cache.get(KEY, reads) == b"newer"
+    finally:
+        cache.close()
+        store.close()
+        target.close()
+        sentinels.stop()
+        for server in servers:
+            server.client.close()
+            stop(server.process)
