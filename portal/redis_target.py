@@ -90,7 +90,9 @@ def describe(error: BaseException) -> str:
             return (f"Redis's TLS certificate was not accepted ({cause.verify_message}): "
                     "check REDIS_CA_CERT and the host name in REDIS_URL or Sentinel's answer")
         if isinstance(cause, MasterNotFoundError):
-            return "no Sentinel names a master just now (a failover, or REDIS_SENTINEL_MASTER is wrong)"
+            # Not redis-py's text: it holds each Sentinel connection's whole repr.
+            return ("no Sentinel names a master: a failover in progress, a wrong REDIS_SENTINEL_MASTER or "
+                    "REDIS_SENTINEL_PASSWORD, or no Sentinel answers")
         cause = cause.__cause__ or cause.__context__
     return error.__class__.__name__
 

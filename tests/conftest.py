@@ -100,12 +100,12 @@ class Sentinels:
     """Redis Sentinels on 127.0.0.1 that watch one master under one name."""
 
     def __init__(self, name: str, ports: list[int], processes: list[subprocess.Popen[bytes]],
-                 ca: Certificate | None = None) -> None:
+                 ca: Certificate | None = None, password: str | None = None) -> None:
         self.name = name
         self.ports = ports
         self.processes = processes
         tls = {"ssl": True, "ssl_ca_certs": str(ca.cert)} if ca else {}
-        self.clients = [redis_lib.Redis(port=port, **tls) for port in ports]
+        self.clients = [redis_lib.Redis(port=port, password=password, **tls) for port in ports]
 
     @property
     def setting(self) -> str:
@@ -130,12 +130,13 @@ class Sentinels:
 
 
 def start_sentinels(directory: Path, master_port: int, replicas: int, count: int = 3, name: str = "main",
-                    down_after_ms: int = 1000, tls: Certificate | None = None,
-                    ca: Certificate | None = None) -> Sentinels:
+                    down_after_ms: int = 1000, tls: Certificate | None = None, ca: Certificate | None = None,
+                    password: str | None = None, master_password: str | None = None) -> Sentinels:
     """count Sentinels (`redis-server --sentinel`) with quorum count // 2 + 1, once they know each other and
     the replicas: a master silent for down_after_ms is failed over within a few seconds.
 
-    With tls (a certificate that ca signed) they speak TLS only, and to the master too.
+    With tls (a certificate that ca signed) they speak TLS only, and to the master too; with password they
+    ask clients for it; master_password is the master's own.
     """
     binary = require_binary("redis-server", "redis-server")
     ports = [free_port() for _ in range(count)]
@@ -154,10 +155,12 @@ sentinel monitor {name} 127.0.0.1 {master_port} {count // 2 + 1}
 sentinel down-after-milliseconds {name} {down_after_ms}
 sentinel failover-timeout {name} 10000
 sentinel parallel-syncs {name} 1
+{f"requirepass {password}" if password else ""}
+{f"sentinel auth-pass {name} {master_password}" if master_password else ""}
 """)
         processes.append(subprocess.Popen([binary, str(config), "--sentinel"], stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL))
-    sentinels = Sentinels(name, ports, processes, ca if tls else None)
+    sentinels = Sentinels(name, ports, processes, ca if tls else None, password)
     try:
         for port, process in zip(ports, processes, strict=True):
             wait_for_port(port, process)

@@ -1,4 +1,5 @@
-"""Redis over TLS (rediss://) with a company's private CA: verified always, and a wrong CA is a 503, not a 500."""
+"""Redis as companies run it: TLS (rediss://) with a private CA, always verified, a wrong CA a 503 and not a 500;
+Sentinel, with passwords and over TLS. The failover itself: tests/concurrency/test_failover.py."""
 
 from __future__ import annotations
 
@@ -132,6 +133,31 @@ def test_a_login_works_through_sentinels_over_tls(make_app: Callable[..., Flask]
         assert client.get("/readyz").json == {"status": "ready"}
     finally:
         sentinels.stop()
+
+
+@pytest.mark.parametrize("sentinel_password", ["sentinel-pw-0123", "wrong-pw"])
+def test_sentinels_with_their_own_password_and_a_master_with_another(make_app: Callable[..., Flask], tmp_path: Path,
+                                                                     sentinel_password: str) -> None:
+    master = start_redis(tmp_path, password="master-pw-0123")
+    sentinels = start_sentinels(tmp_path, master.port, replicas=0, count=1, password="sentinel-pw-0123",
+                                master_password="master-pw-0123")
+    try:
+        app = make_app(SESSION_BACKEND="redis", REDIS_URL="redis://:master-pw-0123@main/0",
+                       REDIS_SENTINELS=sentinels.setting.split(","), REDIS_SENTINEL_MASTER="main",
+                       REDIS_SENTINEL_PASSWORD=sentinel_password)
+        client = app.test_client()
+        if sentinel_password == "wrong-pw":
+            assert client.get("/login").status_code == 503
+            reason = client.get("/readyz").json["reason"]
+            assert "no Sentinel names a master" in reason and "REDIS_SENTINEL_PASSWORD" in reason
+            return
+        assert portal_login(client).status_code == 302
+        assert client.get("/session").status_code == 200
+        assert master.client.keys("mediaflow:tokens:*")
+    finally:
+        sentinels.stop()
+        master.client.close()
+        stop(master.process)
 
 
 @pytest.mark.gunicorn
