@@ -19,7 +19,9 @@ Behind Sentinel, the tracking connection must be on the master the session recor
 It is opened after the session client has asked a Sentinel for the master, and copies are kept only
 while both point at the same one: after a failover the old master's connection breaks or is killed
 by Sentinel, or the session client moves first; either way the copies are dropped and tracking
-starts again on the new master.
+starts again on the new master. A planned failover breaks nothing until Sentinel demotes the old
+master, so each worker also asks a Sentinel which master it names, at most once a second; the
+answer moves the session client too.
 
 redis-py's own client-side cache (cache_config) would do this for us, but it needs Redis 7.4 or
 later; Debian 12 ships 7.0.
@@ -48,6 +50,8 @@ CHANNEL = "__redis__:invalidate"
 RETRY_AFTER = 5.0
 # Bounds how long a copy can outlive an invalidation that never arrived (a silent network split).
 MAX_AGE = 60.0
+# Behind Sentinel, how often a worker asks which master it names, although no connection broke.
+ASK_SENTINEL_EVERY = 1.0
 
 
 class SessionCache:
@@ -72,6 +76,7 @@ class SessionCache:
         self._tracked: tuple[str, int] | None = None
         self._pid = 0
         self._retry_at = 0.0
+        self._ask_at = 0.0
         self._supported = True
 
     def get(self, key: str, load: Callable[[str], bytes | None]) -> bytes | None:
@@ -135,6 +140,15 @@ class SessionCache:
         if self._reconnected:
             self._lost(now, "reconnected")
             return False
+        if self._store is not None and now >= self._ask_at:
+            # A planned failover leaves the old master running, and every connection to it open, until
+            # Sentinel demotes it some 10 s later: ask which master Sentinel names (no I/O without Sentinel).
+            self._ask_at = now + ASK_SENTINEL_EVERY
+            try:
+                self._target.server(self._store, ask=True)
+            except (redis.RedisError, OSError) as error:
+                self._lost(now, describe(error))
+                return False
         if self._store is not None and self._target.server(self._store) != self._tracked:
             self._lost(now, "Sentinel named another master")
             return False

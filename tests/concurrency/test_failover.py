@@ -127,8 +127,10 @@ def test_a_master_killed_under_load_costs_a_few_seconds_of_503_and_no_session(cl
         for portal in cluster.portals:
             assert statuses(f"{portal.url}/session", cookie, 16) == [200] * 16  # every worker keeps copies
     assert tracking_connections(master) == 2 * WORKERS
-    # The replica holds every session before the master dies (replication is asynchronous).
-    assert master.client.execute_command("WAIT", 1, 1000) == 1
+    # The replica holds every session before the master dies (replication is asynchronous): WAIT waits
+    # for this client's own last write, and the replication stream keeps the portals' before it.
+    master.client.set("written-before-the-failover", b"1")
+    assert master.client.execute_command("WAIT", 1, 5000) == 1
 
     with Load(cluster, cookies) as load:
         time.sleep(0.5)

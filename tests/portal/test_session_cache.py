@@ -15,7 +15,7 @@ import redis
 
 from portal.redis_target import RedisTarget
 from portal.session_cache import SessionCache
-from tests.conftest import RedisServer, start_redis, start_sentinels
+from tests.conftest import RedisServer, Sentinels, start_redis, start_sentinels
 from tests.support import stop
 
 PREFIX = "mediaflow:session:"
@@ -315,3 +315,45 @@ def test_copies_are_dropped_when_sentinel_names_another_master(tmp_path: Path,
         for server in servers:
             server.client.close()
             stop(server.process)
+
+
+def test_a_planned_failover_drops_copies_within_a_second(tmp_path: Path) -> None:
+    for name in ("master", "replica"):
+        (tmp_path / name).mkdir()
+    master = start_redis(tmp_path / "master")
+    replica = start_redis(tmp_path / "replica", extra=["--replicaof", "127.0.0.1", str(master.port)])
+    sentinels = start_sentinels(tmp_path, master.port, replicas=1, count=1)
+    target = RedisTarget("redis://main/0", sentinels=[("127.0.0.1", sentinels.ports[0])], master="main")
+    store = target.client()
+    cache = SessionCache(target, PREFIX, connect_timeout=1.0, store=store)
+    try:
+        store.set(KEY, b"old")
+        master.client.set("written-before-the-failover", b"1")  # WAIT waits for this client's own writes
+        assert master.client.execute_command("WAIT", 1, 5000) == 1
+        reads = Reads(store)
+        assert [cache.get(KEY, reads) for _ in range(2)] == [b"old"] * 2
+
+        # SENTINEL FAILOVER: the old master runs on, a master with open connections, until Sentinel
+        # demotes it about 10 s later. Sentinel refuses while it has not yet judged the replica.
+        assert eventually(lambda: _failover(sentinels), seconds=15)
+        assert eventually(lambda: sentinels.master_port() == replica.port, seconds=10)
+        replica.client.set(KEY, b"new")
+        switched = time.monotonic()
+        assert eventually(lambda: cache.get(KEY, reads) == b"new", seconds=3)
+        assert time.monotonic() - switched < 1.5
+        assert master.client.info("replication")["role"] == "master"  # not yet demoted
+    finally:
+        cache.close()
+        store.close()
+        target.close()
+        sentinels.stop()
+        for server in (master, replica):
+            server.client.close()
+            stop(server.process)
+
+
+def _failover(sentinels: Sentinels) -> bool:
+    try:
+        return bool(sentinels.clients[0].execute_command("SENTINEL", "FAILOVER", sentinels.name))
+    except redis.ResponseError:
+        return False  # NOGOODSLAVE: the replica is not judged yet
