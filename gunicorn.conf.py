@@ -17,6 +17,7 @@ from prometheus_client import multiprocess
 
 from portal.config import DEFAULTS, ConfigError, check_bind, check_workers, configure, settings_from_env
 from portal.logs import redact_logger
+from portal.redis_target import check_at_start
 
 try:
     settings = DEFAULTS | settings_from_env()
@@ -66,8 +67,9 @@ def empty_metrics_folder(folder: str) -> None:
 def on_starting(server):  # type: ignore[no-untyped-def]
     # Checked here, before gunicorn opens its sockets: a setting the app would refuse makes every worker
     # exit at boot, and gunicorn would boot them again and again instead of stopping with one line.
+    config = dict(settings)
     try:
-        configure(dict(settings), os.path.join(os.path.dirname(os.path.abspath(__file__)), "instance"))
+        configure(config, os.path.join(os.path.dirname(os.path.abspath(__file__)), "instance"))
         check_workers(server.cfg.workers)
         check_bind(server.cfg.bind)
         # gunicorn itself would accept a certfile alone (key inside) or fail later on a keyfile alone.
@@ -78,3 +80,8 @@ def on_starting(server):  # type: ignore[no-untyped-def]
         print(f"Mediaflow Portal cannot start: {error}", file=sys.stderr)
         sys.exit(2)
     empty_metrics_folder(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    # Not a refusal: Redis may come up after the portal. A wrong CA or Sentinel name is named here, once.
+    problem = check_at_start(config)
+    if problem:
+        print(f"Mediaflow Portal: the session store does not answer at start ({problem}); pages answer 503 and "
+              "/readyz says why until it does", file=sys.stderr)

@@ -7,11 +7,12 @@ import itertools
 import os
 import re
 import secrets
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from dotenv import load_dotenv
 
@@ -92,6 +93,11 @@ SETTINGS = [
     Setting("SECRET_KEY", _text, None, "signs CSRF tokens"),
     Setting("SESSION_BACKEND", _text, "filesystem", "where sessions live: `filesystem` (one host) or `redis`"),
     Setting("REDIS_URL", _text, None, "the Redis for `SESSION_BACKEND=redis`"),
+    # Redis as companies run it (portal/redis_target.py): a private CA, Sentinel.
+    Setting("REDIS_CA_CERT", _text, None, "PEM file of the CA that signed Redis's certificate"),
+    Setting("REDIS_SENTINELS", _hosts, None, "Sentinels that name the master"),
+    Setting("REDIS_SENTINEL_MASTER", _text, None, "the master's name at the Sentinels"),
+    Setting("REDIS_SENTINEL_PASSWORD", _text, None, "the Sentinels' own password"),
     Setting("SESSION_REDIS_CACHE", _boolean, True, "each worker keeps the session records it read"),
     Setting("SESSION_FILE_DIR", _text, None, "folder of the filesystem backend"),
     Setting("SESSION_FILESYSTEM_ALLOW_WORKERS", _boolean, False,
@@ -197,6 +203,7 @@ def configure(config: dict[str, Any], instance_path: str) -> None:
         if not config.get("REDIS_URL"):
             raise ConfigError("REDIS_URL is not set: SESSION_BACKEND=redis needs it, e.g. redis://localhost:6379/0")
         _check_url("REDIS_URL", config["REDIS_URL"], schemes=("redis", "rediss", "unix"))
+        _check_redis(config)
     _check_gate(config)
     _check_library(config)
     _check_metrics(config)
@@ -226,6 +233,58 @@ def trusted_hosts(config: Mapping[str, Any]) -> list[str]:
     if redirect_host:
         names.insert(0, redirect_host)
     return list(dict.fromkeys([*LOOPBACK_HOSTS, *(name.lower() for name in names)]))
+
+
+def _check_redis(config: dict[str, Any]) -> None:
+    """TLS that verifies Redis's certificate, a CA file that can be read, Sentinels that are host:port."""
+    url = config["REDIS_URL"]
+    parts = urlsplit(url)
+    # As redis-py reads them: names as written, the first value of each.
+    query = {name: values[0] for name, values in parse_qs(parts.query).items()}
+    tls_options = sorted(name for name in query if name.startswith("ssl_"))
+    if parts.scheme != "rediss" and (tls_options or config.get("REDIS_CA_CERT")):
+        named = "REDIS_CA_CERT" if config.get("REDIS_CA_CERT") else tls_options[0]
+        raise ConfigError(f"REDIS_URL={_shown(url)!r} is not rediss:// but {named} is set: use rediss:// for TLS")
+    if query.get("ssl_cert_reqs", "required") != "required" or (
+        query.get("ssl_check_hostname", "true").lower() in ("0", "false", "no", "off", "n", "f")
+    ):
+        raise ConfigError(f"REDIS_URL={_shown(url)!r} turns off the check of Redis's certificate: the portal always "
+                          "verifies it; for a private CA, set REDIS_CA_CERT")
+    if config.get("REDIS_CA_CERT") and "ssl_ca_certs" in query:
+        raise ConfigError("REDIS_CA_CERT and REDIS_URL's ssl_ca_certs both name a CA file: keep one")
+    for name, path in (("REDIS_CA_CERT", config.get("REDIS_CA_CERT")), ("ssl_ca_certs", query.get("ssl_ca_certs"))):
+        if path:
+            try:
+                ssl.create_default_context(cafile=path)
+            except (OSError, ValueError) as error:
+                reason = error.strerror if isinstance(error, OSError) and error.strerror else "no PEM certificate in it"
+                raise ConfigError(f"{name}={path!r} cannot be read as a CA file: {reason}") from None
+    sentinels = config.get("REDIS_SENTINELS") or []
+    if not sentinels:
+        for name in ("REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD"):
+            if config.get(name):
+                raise ConfigError(f"{name} is set without REDIS_SENTINELS: list the Sentinels (host:port, ...) too")
+        return
+    for entry in sentinels:
+        try:
+            sentinel_address(entry)
+        except ValueError:
+            raise ConfigError(f"REDIS_SENTINELS={entry!r} is not host:port: list the Sentinels like "
+                              "sentinel-1:26379, separated by commas") from None
+    if not config.get("REDIS_SENTINEL_MASTER"):
+        raise ConfigError("REDIS_SENTINEL_MASTER is not set: REDIS_SENTINELS needs the master's name, as in the "
+                          "Sentinels' `sentinel monitor <name> ...`")
+    if parts.scheme == "unix":
+        raise ConfigError("REDIS_URL is unix:// with REDIS_SENTINELS: use redis:// or rediss:// (Sentinel names "
+                          "the master's host and port)")
+
+
+def sentinel_address(entry: str) -> tuple[str, int]:
+    """("host", port) from "host:port" or "[::1]:port"; ValueError when it is neither."""
+    parts = urlsplit(f"//{entry.strip()}")
+    if not parts.hostname or not parts.port or parts.username or parts.path or parts.query:
+        raise ValueError(entry)
+    return parts.hostname, parts.port
 
 
 def _check_gate(config: dict[str, Any]) -> None:

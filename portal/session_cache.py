@@ -15,6 +15,14 @@ go unnoticed (Redis reports a broken redirect only to RESP3 connections), and it
 never be dropped. Here losing the connection is an error where the messages are read: the copies
 are dropped, and records are read from Redis until tracking is back.
 
+Behind Sentinel, the tracking connection must be on the master the session records are read from.
+It is opened after the session client has asked a Sentinel for the master, and copies are kept only
+while both point at the same one: after a failover the old master's connection breaks or is killed
+by Sentinel, or the session client moves first; either way the copies are dropped and tracking
+starts again on the new master. A planned failover breaks nothing until Sentinel demotes the old
+master, so each worker also asks a Sentinel which master it names, at most once a second; the
+answer moves the session client too.
+
 redis-py's own client-side cache (cache_config) would do this for us, but it needs Redis 7.4 or
 later; Debian 12 ships 7.0.
 """
@@ -33,6 +41,8 @@ from redis.backoff import NoBackoff
 from redis.client import PubSub
 from redis.retry import Retry
 
+from .redis_target import RedisTarget, describe
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "__redis__:invalidate"
@@ -40,13 +50,18 @@ CHANNEL = "__redis__:invalidate"
 RETRY_AFTER = 5.0
 # Bounds how long a copy can outlive an invalidation that never arrived (a silent network split).
 MAX_AGE = 60.0
+# Behind Sentinel, how often a worker asks which master it names, although no connection broke.
+ASK_SENTINEL_EVERY = 1.0
 
 
 class SessionCache:
     """Session records by key, each dropped as soon as Redis reports that it changed."""
 
-    def __init__(self, url: str, prefix: str, *, connect_timeout: float, max_entries: int = 10_000) -> None:
-        self._url = url
+    def __init__(self, target: RedisTarget, prefix: str, *, connect_timeout: float, store: redis.Redis | None = None,
+                 max_entries: int = 10_000) -> None:
+        self._target = target
+        # The client that reads the records: copies are kept only while it and the tracking connection share a server.
+        self._store = store
         self._prefix = prefix
         self._connect_timeout = connect_timeout
         self._max_entries = max_entries
@@ -57,8 +72,11 @@ class SessionCache:
         self._pubsub: PubSub | None = None
         # Set by redis-py when it reconnects the PubSub connection by itself: the new one does not track.
         self._reconnected = False
+        # The master the tracking connection is on (behind Sentinel; else None).
+        self._tracked: tuple[str, int] | None = None
         self._pid = 0
         self._retry_at = 0.0
+        self._ask_at = 0.0
         self._supported = True
 
     def get(self, key: str, load: Callable[[str], bytes | None]) -> bytes | None:
@@ -122,15 +140,30 @@ class SessionCache:
         if self._reconnected:
             self._lost(now, "reconnected")
             return False
+        if self._store is not None and now >= self._ask_at:
+            # A planned failover leaves the old master running, and every connection to it open, until
+            # Sentinel demotes it some 10 s later: ask which master Sentinel names (no I/O without Sentinel).
+            self._ask_at = now + ASK_SENTINEL_EVERY
+            try:
+                self._target.server(self._store, ask=True)
+            except (redis.RedisError, OSError) as error:
+                self._lost(now, describe(error))
+                return False
+        if self._store is not None and self._target.server(self._store) != self._tracked:
+            self._lost(now, "Sentinel named another master")
+            return False
         return True
 
     def _connect(self, now: float) -> None:
         # A client of its own, outside the session pool. RESP2, so that invalidations arrive as PubSub
         # messages; no retry, so that a broken connection is reported instead of silently replaced.
-        client = redis.Redis.from_url(self._url, protocol=2, socket_connect_timeout=self._connect_timeout,
-                                      socket_timeout=self._connect_timeout, retry=Retry(NoBackoff(), 0))
+        client = self._target.client(protocol=2, socket_connect_timeout=self._connect_timeout,
+                                     socket_timeout=self._connect_timeout, retry=Retry(NoBackoff(), 0))
         pubsub: PubSub = client.pubsub()
         try:
+            if self._store is not None:
+                # Behind Sentinel: bring the session client up to date on the master, to track that one.
+                self._target.server(self._store, ask=True)
             # Before SUBSCRIBE: a RESP2 connection that has subscribed accepts no other commands.
             own_id = self._ask(pubsub, "CLIENT", "ID")
             self._ask(pubsub, "CLIENT", "TRACKING", "ON", "REDIRECT", own_id, "BCAST", "PREFIX", self._prefix)
@@ -138,6 +171,9 @@ class SessionCache:
             confirmed = pubsub.get_message(timeout=self._connect_timeout)
             if confirmed is None or confirmed["type"] != "subscribe":
                 raise redis.ConnectionError("no confirmation of the subscription")
+            tracked = self._target.server(client)
+            if self._store is not None and self._target.server(self._store) != tracked:
+                raise redis.ConnectionError("Sentinel named another master meanwhile")
         except redis.ResponseError as error:
             pubsub.close()
             client.close()
@@ -148,13 +184,13 @@ class SessionCache:
             pubsub.close()
             client.close()
             self._retry_at = now + RETRY_AFTER
-            log.warning("Session cache: cannot open the tracking connection to Redis (%s)", error.__class__.__name__)
+            log.warning("Session cache: cannot open the tracking connection to Redis (%s)", describe(error))
             return
         assert pubsub.connection is not None  # set by the first command
         pubsub.connection.register_connect_callback(self._on_reconnect)
         # Copies from before this connection may have missed messages.
         self._entries = {}
-        self._client, self._pubsub, self._reconnected = client, pubsub, False
+        self._client, self._pubsub, self._reconnected, self._tracked = client, pubsub, False, tracked
 
     def _ask(self, pubsub: PubSub, *command: Any) -> Any:
         """Send a command on the PubSub connection and wait for its answer."""

@@ -25,6 +25,7 @@ from flask_session.redis import RedisSessionInterface
 from werkzeug.wrappers import Request, Response
 
 from . import metrics
+from .redis_target import RedisTarget, describe
 from .session_cache import SessionCache
 from .stores import SWEEP_INTERVAL, UNREADABLE, FileTokenStore, JsonFileCache, RedisTokenStore
 from .tokens import TokenStore
@@ -85,7 +86,7 @@ class StoreGuard:
         try:
             session: SessionMixin | None = super().open_session(app, request)  # type: ignore[misc]
         except STORE_ERRORS as error:
-            log.error("The session store failed while loading a session (%s)", error.__class__.__name__)
+            log.error("The session store failed while loading a session (%s)", describe(error))
             null: SessionMixin | None = self.make_null_session(app)  # type: ignore[attr-defined]
             return null
         if session is not None and not well_formed(dict(session)):
@@ -121,7 +122,7 @@ class StoreGuard:
         try:
             super().save_session(app, session, response)  # type: ignore[misc]
         except STORE_ERRORS as error:
-            log.error("The session store failed while saving a session (%s)", error.__class__.__name__)
+            log.error("The session store failed while saving a session (%s)", describe(error))
             metrics.current().store_errors.inc()
             # The response would claim a change that was not stored: answer 503 instead.
             response.set_data(render_template("errors/store.html"))
@@ -134,9 +135,10 @@ class StoreGuard:
 class GuardedRedisSessionInterface(StoreGuard, RedisSessionInterface):
     """Flask-Session's Redis interface, reading records through this worker's tracked copies when given."""
 
-    def __init__(self, app: Flask, *, cache: SessionCache | None, **options: Any) -> None:
+    def __init__(self, app: Flask, *, target: RedisTarget, cache: SessionCache | None, **options: Any) -> None:
         super().__init__(app, **options)
         self.serializer = RecordSerializer()
+        self.target = target
         self.cache = cache
 
     # The three storage methods are the ones Flask-Session's base class declares abstract for each
@@ -220,16 +222,16 @@ def init_app(app: Flask) -> TokenStore:
     options: dict[str, Any] = {"key_prefix": "mediaflow:session:", "use_signer": False, "permanent": True}
     store: TokenStore
     if config["SESSION_BACKEND"] == "redis":
-        client = redis.Redis.from_url(
-            config["REDIS_URL"], socket_timeout=config["MEDIAFLOW_READ_TIMEOUT"],
-            socket_connect_timeout=config["MEDIAFLOW_CONNECT_TIMEOUT"],
-        )
+        target = RedisTarget.from_config(config)
+        client = target.client(socket_timeout=config["MEDIAFLOW_READ_TIMEOUT"],
+                               socket_connect_timeout=config["MEDIAFLOW_CONNECT_TIMEOUT"])
         config["SESSION_REDIS"] = client
         cache = None
         if config["SESSION_REDIS_CACHE"]:
-            cache = SessionCache(config["REDIS_URL"], options["key_prefix"],
+            cache = SessionCache(target, options["key_prefix"], store=client,
                                  connect_timeout=config["MEDIAFLOW_CONNECT_TIMEOUT"])
-        app.session_interface = GuardedRedisSessionInterface(app, client=client, cache=cache, **options)
+        app.session_interface = GuardedRedisSessionInterface(app, client=client, target=target, cache=cache,
+                                                             **options)
         store = RedisTokenStore(client)
     else:
         base = Path(config.get("SESSION_FILE_DIR") or app.instance_path)
@@ -247,6 +249,7 @@ def close(app: Flask) -> None:
         if interface.cache is not None:
             interface.cache.close()
         interface.client.close()
+        interface.target.close()
 
 
 def regenerate_id(session: Any) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import filelock
 import redis
 
+from .redis_target import describe
 from .tokens import LockTimeout, StoreUnavailable, TokenSet
 
 log = logging.getLogger(__name__)
@@ -215,8 +216,8 @@ class RedisTokenStore:
     def _call(function: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
-        except redis.exceptions.ConnectionError:
-            raise StoreUnavailable("the session store (Redis) cannot be reached") from None
+        except redis.exceptions.ConnectionError as error:
+            raise StoreUnavailable(f"the session store (Redis) cannot be reached ({describe(error)})") from None
         except redis.exceptions.TimeoutError:
             raise StoreUnavailable("the session store (Redis) did not answer in time") from None
         except redis.exceptions.RedisError as error:

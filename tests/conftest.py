@@ -24,7 +24,7 @@ from tests.support import (
     start_emulator,
     stop,
 )
-from tests.tls import HTTPS_PORTS, NGINX_HTTPS_PORT, TEST_DOMAIN
+from tests.tls import HTTPS_PORTS, NGINX_HTTPS_PORT, TEST_DOMAIN, Certificate
 
 TEST_CALLBACKS = (["http://localhost/callback"] + [f"http://127.0.0.1:{p}/callback" for p in PORTAL_PORTS]
                   + [f"https://127.0.0.1:{p}/callback" for p in HTTPS_PORTS]
@@ -69,24 +69,112 @@ def _clean_emulator(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 class RedisServer:
-    def __init__(self, port: int, process: subprocess.Popen[bytes], password: str | None = None) -> None:
+    def __init__(self, port: int, process: subprocess.Popen[bytes], password: str | None = None,
+                 ca: Certificate | None = None) -> None:
         self.port = port
         self.process = process
-        self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{port}/0"
-        self.client = redis_lib.Redis.from_url(self.url)
+        self.url = f"{'rediss' if ca else 'redis'}://{f':{password}@' if password else ''}127.0.0.1:{port}/0"
+        self.client = redis_lib.Redis.from_url(self.url, **({"ssl_ca_certs": str(ca.cert)} if ca else {}))
 
 
 def start_redis(directory: Path, port: int | None = None, extra: list[str] | None = None,
-                password: str | None = None) -> RedisServer:
+                password: str | None = None, tls: Certificate | None = None,
+                ca: Certificate | None = None) -> RedisServer:
+    """A redis-server on 127.0.0.1; with tls (a certificate that ca signed), it speaks TLS only."""
     binary = require_binary("redis-server", "redis-server")
     port = port or free_port()
+    listen = ["--port", str(port)]
+    if tls and ca:
+        listen = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(tls.cert), "--tls-key-file",
+                  str(tls.key), "--tls-ca-cert-file", str(ca.cert), "--tls-auth-clients", "no"]
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        [binary, *listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(directory), *(["--requirepass", password] if password else []), *(extra or [])],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     wait_for_port(port, process)
-    return RedisServer(port, process, password)
+    return RedisServer(port, process, password, ca if tls else None)
+
+
+class Sentinels:
+    """Redis Sentinels on 127.0.0.1 that watch one master under one name."""
+
+    def __init__(self, name: str, ports: list[int], processes: list[subprocess.Popen[bytes]],
+                 ca: Certificate | None = None, password: str | None = None) -> None:
+        self.name = name
+        self.ports = ports
+        self.processes = processes
+        tls = {"ssl": True, "ssl_ca_certs": str(ca.cert)} if ca else {}
+        self.clients = [redis_lib.Redis(port=port, password=password, **tls) for port in ports]
+
+    @property
+    def setting(self) -> str:
+        """The value of REDIS_SENTINELS."""
+        return ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+    def master_port(self) -> int | None:
+        """The master's port as the first Sentinel that answers names it."""
+        for client in self.clients:
+            try:
+                address = client.sentinel_get_master_addr_by_name(self.name)
+            except redis_lib.ConnectionError:
+                continue
+            return int(address[1]) if address else None
+        return None
+
+    def stop(self) -> None:
+        for client in self.clients:
+            client.close()
+        for process in self.processes:
+            stop(process)
+
+
+def start_sentinels(directory: Path, master_port: int, replicas: int, count: int = 3, name: str = "main",
+                    down_after_ms: int = 1000, tls: Certificate | None = None, ca: Certificate | None = None,
+                    password: str | None = None, master_password: str | None = None) -> Sentinels:
+    """count Sentinels (`redis-server --sentinel`) with quorum count // 2 + 1, once they know each other and
+    the replicas: a master silent for down_after_ms is failed over within a few seconds.
+
+    With tls (a certificate that ca signed) they speak TLS only, and to the master too; with password they
+    ask clients for it; master_password is the master's own.
+    """
+    binary = require_binary("redis-server", "redis-server")
+    ports = [free_port() for _ in range(count)]
+    processes = []
+    for port in ports:
+        # Sentinel rewrites its config file as it learns: one writable file each.
+        config = directory / f"sentinel-{port}.conf"
+        listen = f"port {port}"
+        if tls and ca:
+            listen = (f"port 0\ntls-port {port}\ntls-cert-file {tls.cert}\ntls-key-file {tls.key}\n"
+                      f"tls-ca-cert-file {ca.cert}\ntls-auth-clients no\ntls-replication yes")
+        config.write_text(f"""{listen}
+bind 127.0.0.1
+dir {directory}
+sentinel monitor {name} 127.0.0.1 {master_port} {count // 2 + 1}
+sentinel down-after-milliseconds {name} {down_after_ms}
+sentinel failover-timeout {name} 10000
+sentinel parallel-syncs {name} 1
+{f"requirepass {password}" if password else ""}
+{f"sentinel auth-pass {name} {master_password}" if master_password else ""}
+""")
+        processes.append(subprocess.Popen([binary, str(config), "--sentinel"], stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+    sentinels = Sentinels(name, ports, processes, ca if tls else None, password)
+    try:
+        for port, process in zip(ports, processes, strict=True):
+            wait_for_port(port, process)
+        # Sentinels find each other and the replicas through the master (hello messages every 2 s).
+        deadline = time.monotonic() + 30
+        while not all(state["num-other-sentinels"] == count - 1 and state["num-slaves"] == replicas
+                      for state in (client.sentinel_master(name) for client in sentinels.clients)):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Sentinels did not find each other and the replicas within 30 s")
+            time.sleep(0.1)
+    except BaseException:
+        sentinels.stop()
+        raise
+    return sentinels
 
 
 @pytest.fixture(scope="session")

@@ -32,8 +32,13 @@ class Certificate:
     key: Path
 
 
-def make_certificate(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> Certificate:
-    """Write a self-signed certificate for hosts, valid for a day, and its key (mode 0600) into directory."""
+def make_certificate(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
+                     issuer: Certificate | None = None) -> Certificate:
+    """Write a certificate for hosts, valid for a day, and its key (mode 0600) into directory.
+
+    Without an issuer it is self-signed and its own trust anchor (verify=cert in requests, or a CA file);
+    with one (make_ca), the issuer signs it, as a company's private CA signs its Redis's certificate.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Mediaflow Portal test")])
@@ -43,22 +48,45 @@ def make_certificate(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "lo
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             names.append(x509.DNSName(host))
-    now = datetime.now(UTC)
+    builder = _valid_for_a_day(name, key).add_extension(x509.SubjectAlternativeName(names), critical=False)
+    builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    if issuer is None:
+        cert = builder.issuer_name(name).add_extension(
+            x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(key, hashes.SHA256())
+    else:
+        ca_cert = x509.load_pem_x509_certificate(issuer.cert.read_bytes())
+        ca_key = serialization.load_pem_private_key(issuer.key.read_bytes(), password=None)
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        cert = builder.issuer_name(ca_cert.subject).add_extension(
+            x509.BasicConstraints(ca=False, path_length=None), critical=True).sign(ca_key, hashes.SHA256())
+    return _write(directory, "server", cert, key)
+
+
+def make_ca(directory: Path, common_name: str = "Mediaflow Portal test CA") -> Certificate:
+    """Write a CA certificate, valid for a day, and its key, for make_certificate(issuer=...)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        # Its own trust anchor, so a client can verify it with verify=cert (requests) or a CA file.
+        _valid_for_a_day(name, key).issuer_name(name)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                     encipher_only=False, decipher_only=False), critical=True)
         .sign(key, hashes.SHA256())
     )
-    paths = Certificate(directory / "server.crt", directory / "server.key")
+    return _write(directory, "ca", cert, key)
+
+
+def _valid_for_a_day(subject: x509.Name, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
+    now = datetime.now(UTC)
+    return (x509.CertificateBuilder().subject_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1)))
+
+
+def _write(directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> Certificate:
+    paths = Certificate(directory / f"{stem}.crt", directory / f"{stem}.key")
     paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     paths.key.touch(mode=0o600)
     paths.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

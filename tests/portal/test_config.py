@@ -22,11 +22,13 @@ from portal.config import (
     SETTINGS,
     ConfigError,
     check_bind,
+    sentinel_address,
     settings_from_env,
     trusted_hosts,
 )
 from tests.conftest import SECRET_KEY
 from tests.support import ROOT
+from tests.tls import make_ca
 
 GOOD = {"MEDIAFLOW_CLIENT_ID": "id", "MEDIAFLOW_CLIENT_SECRET": "client-s3cr3t-value",
         "SECRET_KEY": "config-test-secret-key-0123456789-qwertz"}
@@ -126,6 +128,37 @@ BAD = [
     ({"MEDIAFLOW_PREVIEW_ORIGINS": ["data:"]}, "MEDIAFLOW_PREVIEW_ORIGINS='data:' is not an origin"),
     ({"MEDIAFLOW_PREVIEW_ORIGINS": ["http://cdn.example"]},
      "MEDIAFLOW_PREVIEW_ORIGINS='http://cdn.example' uses plain http outside loopback"),
+    # Redis as companies run it (portal/redis_target.py): TLS always verifies, Sentinel needs its master's name.
+    *[({"SESSION_BACKEND": "redis", "REDIS_URL": f"rediss://:hunter2-pw@cache:6380/0?{query}"},
+       "REDIS_URL='rediss://***@cache:6380/0?") for query in (
+        "ssl_cert_reqs=none", "ssl_cert_reqs=optional", "ssl_cert_reqs=NONE", "ssl_check_hostname=false",
+        "ssl_check_hostname=0")],
+    ({"SESSION_BACKEND": "redis", "REDIS_URL": "rediss://cache:6380/0?ssl_cert_reqs=none"},
+     "turns off the check of Redis's certificate: the portal always verifies it; for a private CA, set REDIS_CA_CERT"),
+    ({"SESSION_BACKEND": "redis", "REDIS_URL": "redis://cache:6379/0", "REDIS_CA_CERT": str(ROOT / "README.md")},
+     "REDIS_URL='redis://cache:6379/0' is not rediss:// but REDIS_CA_CERT is set"),
+    ({"SESSION_BACKEND": "redis", "REDIS_URL": "redis://cache:6379/0?ssl_ca_certs=/etc/ca.pem"},
+     "is not rediss:// but ssl_ca_certs is set"),
+    ({"SESSION_BACKEND": "redis", "REDIS_URL": "rediss://cache:6380/0", "REDIS_CA_CERT": "/nonexistent/ca.pem"},
+     "REDIS_CA_CERT='/nonexistent/ca.pem' cannot be read as a CA file: No such file or directory"),
+    ({"SESSION_BACKEND": "redis", "REDIS_URL": "rediss://cache:6380/0", "REDIS_CA_CERT": str(ROOT / "README.md")},
+     "REDIS_CA_CERT='" + str(ROOT / "README.md") + "' cannot be read as a CA file"),
+    ({"SESSION_BACKEND": "redis", "REDIS_URL": "rediss://cache:6380/0?ssl_ca_certs=/nonexistent/ca.pem"},
+     "ssl_ca_certs='/nonexistent/ca.pem' cannot be read as a CA file"),
+    ({"SESSION_BACKEND": "redis", "REDIS_URL": "rediss://cache:6380/0?ssl_ca_certs=/a.pem", "REDIS_CA_CERT": "/b.pem"},
+     "REDIS_CA_CERT and REDIS_URL's ssl_ca_certs both name a CA file: keep one"),
+    ({"SESSION_BACKEND": "redis", "REDIS_URL": "redis://cache:6379/0", "REDIS_SENTINELS": ["s1:26379", "s2"]},
+     "REDIS_SENTINELS='s2' is not host:port"),
+    ({"SESSION_BACKEND": "redis", "REDIS_URL": "redis://cache:6379/0", "REDIS_SENTINELS": ["s1:99999"]},
+     "REDIS_SENTINELS='s1:99999' is not host:port"),
+    ({"SESSION_BACKEND": "redis", "REDIS_URL": "redis://cache:6379/0", "REDIS_SENTINELS": ["s1:26379"]},
+     "REDIS_SENTINEL_MASTER is not set: REDIS_SENTINELS needs the master's name"),
+    ({"SESSION_BACKEND": "redis", "REDIS_URL": "redis://cache:6379/0", "REDIS_SENTINEL_MASTER": "main"},
+     "REDIS_SENTINEL_MASTER is set without REDIS_SENTINELS"),
+    ({"SESSION_BACKEND": "redis", "REDIS_URL": "redis://cache:6379/0", "REDIS_SENTINEL_PASSWORD": "hunter2-pw"},
+     "REDIS_SENTINEL_PASSWORD is set without REDIS_SENTINELS"),
+    ({"SESSION_BACKEND": "redis", "REDIS_URL": "unix:///run/redis.sock", "REDIS_SENTINELS": ["s1:26379"],
+      "REDIS_SENTINEL_MASTER": "main"}, "REDIS_URL is unix:// with REDIS_SENTINELS"),
 ]
 
 
@@ -308,3 +341,13 @@ def test_every_setting_is_read_from_the_environment_by_its_schema() -> None:
         "MEDIAFLOW_PKCE": False, "GUNICORN_WORKERS": 3, "TRUSTED_HOSTS": ["a.example", ".b.example"],
         "MEDIAFLOW_READ_TIMEOUT": 2.5, "MEDIAFLOW_SCOPE": "files"}
     assert set(DEFAULTS) == {setting.name for setting in SETTINGS}
+
+
+def test_tls_with_a_private_ca_and_sentinels_are_accepted(tmp_path: Path) -> None:
+    ca = make_ca(tmp_path / "ca")
+    settings = settings_from_env({"REDIS_SENTINELS": "10.0.0.1:26379, [::1]:26380,sentinel-3:26379"}, dotenv_path=None)
+    app = create_app({**GOOD, "SESSION_FILE_DIR": str(tmp_path), "SESSION_BACKEND": "redis",
+                      "REDIS_URL": "rediss://:hunter2-pw@main/0", "REDIS_CA_CERT": str(ca.cert),
+                      "REDIS_SENTINEL_MASTER": "main", **settings})
+    assert [sentinel_address(entry) for entry in app.config["REDIS_SENTINELS"]] == [
+        ("10.0.0.1", 26379), ("::1", 26380), ("sentinel-3", 26379)]

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import redis
 
+from portal.redis_target import RedisTarget
 from portal.session_cache import SessionCache
-from tests.conftest import RedisServer, start_redis
+from tests.conftest import RedisServer, Sentinels, start_redis, start_sentinels
 from tests.support import stop
 
 PREFIX = "mediaflow:session:"
@@ -43,7 +44,7 @@ def store(redis_server: RedisServer) -> redis.Redis:
 
 @pytest.fixture
 def cache(redis_server: RedisServer) -> Iterator[SessionCache]:
-    made = SessionCache(redis_server.url, PREFIX, connect_timeout=1.0)
+    made = SessionCache(RedisTarget(redis_server.url), PREFIX, connect_timeout=1.0)
     yield made
     made.close()
 
@@ -227,7 +228,7 @@ REFUSALS = {
 def test_a_redis_without_client_tracking_is_read_every_time(tmp_path: Path, caplog: pytest.LogCaptureFixture,
                                                             refusal: list[str]) -> None:
     server = start_redis(tmp_path, extra=refusal)
-    cache = SessionCache(server.url, PREFIX, connect_timeout=1.0)
+    cache = SessionCache(RedisTarget(server.url), PREFIX, connect_timeout=1.0)
     try:
         server.client.set(KEY, b"old")
         reads = Reads(server.client)
@@ -268,3 +269,91 @@ def test_a_forked_worker_opens_its_own_tracking_connection(cache: SessionCache, 
     store.set(KEY, b"newer")
     settled(store)
     assert cache.get(KEY, reads) == b"newer"
+
+
+def test_copies_are_dropped_when_sentinel_names_another_master(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    servers = []
+    for name in ("old", "new"):
+        (tmp_path / name).mkdir()
+        servers.append(start_redis(tmp_path / name))
+    old, new = servers
+    sentinels = start_sentinels(tmp_path, old.port, replicas=0, count=1)
+    target = RedisTarget("redis://main/0", sentinels=[("127.0.0.1", sentinels.ports[0])], master="main")
+    store = target.client()
+    cache = SessionCache(target, PREFIX, connect_timeout=1.0, store=store)
+    try:
+        old.client.set(KEY, b"on the old master")
+        new.client.set(KEY, b"on the new master")
+        reads = Reads(store)
+        assert [cache.get(KEY, reads) for _ in range(2)] == [b"on the old master"] * 2
+        assert reads.count == 1
+
+        # Sentinel names another master while this worker's tracking connection to the old one stays open
+        # (a failover it did not see); the session client moves at its next connection.
+        sentinels.clients[0].sentinel_remove("main")
+        sentinels.clients[0].sentinel_monitor("main", "127.0.0.1", new.port, 1)
+        store.connection_pool.disconnect()
+        store.ping()
+        with caplog.at_level(logging.WARNING, "portal.session_cache"):
+            assert cache.get(KEY, reads) == b"on the new master"
+        assert "Sentinel named another master" in caplog.text
+
+        # Tracking starts again on the new master: copies are kept, and dropped by its messages.
+        assert cache.get(KEY, reads) == b"on the new master"
+        count = reads.count
+        assert cache.get(KEY, reads) == b"on the new master"
+        assert reads.count == count
+        new.client.set(KEY, b"newer")
+        settled(new.client)
+        assert cache.get(KEY, reads) == b"newer"
+    finally:
+        cache.close()
+        store.close()
+        target.close()
+        sentinels.stop()
+        for server in servers:
+            server.client.close()
+            stop(server.process)
+
+
+def test_a_planned_failover_drops_copies_within_a_second(tmp_path: Path) -> None:
+    for name in ("master", "replica"):
+        (tmp_path / name).mkdir()
+    master = start_redis(tmp_path / "master")
+    replica = start_redis(tmp_path / "replica", extra=["--replicaof", "127.0.0.1", str(master.port)])
+    sentinels = start_sentinels(tmp_path, master.port, replicas=1, count=1)
+    target = RedisTarget("redis://main/0", sentinels=[("127.0.0.1", sentinels.ports[0])], master="main")
+    store = target.client()
+    cache = SessionCache(target, PREFIX, connect_timeout=1.0, store=store)
+    try:
+        store.set(KEY, b"old")
+        master.client.set("written-before-the-failover", b"1")  # WAIT waits for this client's own writes
+        assert master.client.execute_command("WAIT", 1, 5000) == 1
+        reads = Reads(store)
+        assert [cache.get(KEY, reads) for _ in range(2)] == [b"old"] * 2
+
+        # SENTINEL FAILOVER: the old master runs on, a master with open connections, until Sentinel
+        # demotes it about 10 s later. Sentinel refuses while it has not yet judged the replica.
+        assert eventually(lambda: _failover(sentinels), seconds=15)
+        assert eventually(lambda: sentinels.master_port() == replica.port, seconds=10)
+        replica.client.set(KEY, b"new")
+        switched = time.monotonic()
+        assert eventually(lambda: cache.get(KEY, reads) == b"new", seconds=3)
+        assert time.monotonic() - switched < 1.5
+        assert master.client.info("replication")["role"] == "master"  # not yet demoted
+    finally:
+        cache.close()
+        store.close()
+        target.close()
+        sentinels.stop()
+        for server in (master, replica):
+            server.client.close()
+            stop(server.process)
+
+
+def _failover(sentinels: Sentinels) -> bool:
+    try:
+        return bool(sentinels.clients[0].execute_command("SENTINEL", "FAILOVER", sentinels.name))
+    except redis.ResponseError:
+        return False  # NOGOODSLAVE: the replica is not judged yet

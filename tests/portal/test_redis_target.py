@@ -1,0 +1,180 @@
+"""Redis as companies run it: TLS (rediss://) with a private CA, always verified, a wrong CA a 503 and not a 500;
+Sentinel, with passwords and over TLS. The failover itself: tests/concurrency/test_failover.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from flask import Flask
+
+from portal.redis_target import RedisTarget
+from portal.session_cache import SessionCache
+from tests.conftest import RedisServer, start_redis, start_sentinels
+from tests.support import PORTAL_PORTS, Emulator, portal_login, portal_settings, start_portal, stop
+from tests.tls import Certificate, make_ca, make_certificate
+
+PREFIX = "mediaflow:session:"
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
+    return make_ca(tmp_path_factory.mktemp("redis-ca"))
+
+
+@pytest.fixture(scope="module")
+def other_ca(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
+    """A CA that did not sign the server's certificate: a typo in REDIS_CA_CERT, or another environment's."""
+    return make_ca(tmp_path_factory.mktemp("other-ca"), "Some other CA")
+
+
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory: pytest.TempPathFactory, ca: Certificate) -> Iterator[RedisServer]:
+    """A redis-server that speaks TLS only, with a certificate for 127.0.0.1 that the private CA signed."""
+    directory = tmp_path_factory.mktemp("tls-redis")
+    server = start_redis(directory, tls=make_certificate(directory / "tls", issuer=ca), ca=ca)
+    yield server
+    server.client.close()
+    stop(server.process)
+
+
+def session_reads(server: RedisServer) -> int:
+    return int(server.client.info("commandstats").get("cmdstat_get", {}).get("calls", 0))
+
+
+@pytest.mark.parametrize("where", ["REDIS_CA_CERT", "ssl_ca_certs"])
+def test_a_login_works_over_rediss_with_a_private_ca(make_app: Callable[..., Flask], tls_redis: RedisServer,
+                                                     ca: Certificate, where: str) -> None:
+    tls_redis.client.flushdb()
+    settings = ({"REDIS_URL": tls_redis.url, "REDIS_CA_CERT": str(ca.cert)} if where == "REDIS_CA_CERT"
+                else {"REDIS_URL": f"{tls_redis.url}?ssl_ca_certs={ca.cert}"})
+    app = make_app(SESSION_BACKEND="redis", **settings)
+    client = app.test_client()
+    assert portal_login(client).status_code == 302
+    assert client.get("/session").status_code == 200
+    assert client.get("/readyz").json == {"status": "ready"}
+    # The server has no plain-text port: the session and its token set went over TLS.
+    assert tls_redis.client.keys(f"{PREFIX}*") and tls_redis.client.keys("mediaflow:tokens:*")
+
+
+def test_the_session_cache_tracks_over_tls(make_app: Callable[..., Flask], tls_redis: RedisServer,
+                                          ca: Certificate) -> None:
+    tls_redis.client.flushdb()
+    app = make_app(SESSION_BACKEND="redis", REDIS_URL=tls_redis.url, REDIS_CA_CERT=str(ca.cert))
+    client = app.test_client()
+    portal_login(client)
+    assert client.get("/session").status_code == 200
+    before = session_reads(tls_redis)
+    assert [client.get("/session").status_code for _ in range(5)] == [200] * 5
+    assert session_reads(tls_redis) == before  # served from the worker's copy
+
+    [tracking] = [c for c in tls_redis.client.client_list() if "t" in c["flags"]]
+    assert "P" in tracking["flags"] and tracking["redir"] == tracking["id"]
+    # Another replica ends the session: Redis's message reaches this worker over TLS, and the copy goes.
+    [key] = tls_redis.client.keys(f"{PREFIX}*")
+    tls_redis.client.delete(key)
+    assert client.get("/session").status_code == 302
+
+
+def test_the_cache_alone_over_tls_is_dropped_by_a_change(tls_redis: RedisServer, ca: Certificate) -> None:
+    tls_redis.client.flushdb()
+    key = f"{PREFIX}tls"
+    tls_redis.client.set(key, b"old")
+    target = RedisTarget(tls_redis.url, ca_cert=str(ca.cert))
+    cache = SessionCache(target, PREFIX, connect_timeout=1.0)
+    try:
+        assert cache.get(key, tls_redis.client.get) == b"old"
+        assert cache.get(key, lambda _: pytest.fail("read Redis although a copy was kept")) == b"old"
+        tls_redis.client.set(key, b"new")
+        tls_redis.client.ping()
+        assert cache.get(key, tls_redis.client.get) == b"new"
+    finally:
+        cache.close()
+        target.close()
+
+
+def test_a_wrong_ca_is_a_503_page_and_readyz_says_why(make_app: Callable[..., Flask], tls_redis: RedisServer,
+                                                      other_ca: Certificate,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    app = make_app(SESSION_BACKEND="redis", REDIS_URL=tls_redis.url, REDIS_CA_CERT=str(other_ca.cert))
+    client = app.test_client()
+    assert client.get("/").status_code == 200  # no cookie: the landing page needs no store
+    login = client.get("/login")
+    assert login.status_code == 503 and "cannot reach its session store" in login.text
+    # Someone who logged in before the CA changed: their cookie names a record the portal cannot read.
+    client.set_cookie("mediaflow_portal", "a-session-from-before-the-change")
+    for path in ("/", "/account", "/library"):
+        page = client.get(path)
+        assert page.status_code == 503, path
+        assert "cannot reach its session store" in page.text and "Try again" in page.text
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert "Redis's TLS certificate was not accepted" in ready.json["reason"]
+    assert "REDIS_CA_CERT" in ready.json["reason"]
+    assert "The session store failed while loading a session (Redis's TLS certificate was not accepted" in (
+        capsys.readouterr().out)
+
+
+def test_a_login_works_through_sentinels_over_tls(make_app: Callable[..., Flask], tls_redis: RedisServer,
+                                                  ca: Certificate, tmp_path: Path) -> None:
+    tls_redis.client.flushdb()
+    sentinels = start_sentinels(tmp_path, tls_redis.port, replicas=0, count=1,
+                                tls=make_certificate(tmp_path / "tls", issuer=ca), ca=ca)
+    try:
+        # The Sentinels speak TLS too, with the same CA: both connections are verified.
+        app = make_app(SESSION_BACKEND="redis", REDIS_URL="rediss://main/0", REDIS_CA_CERT=str(ca.cert),
+                       REDIS_SENTINELS=sentinels.setting.split(","), REDIS_SENTINEL_MASTER="main")
+        client = app.test_client()
+        assert portal_login(client).status_code == 302
+        assert client.get("/session").status_code == 200
+        assert tls_redis.client.keys("mediaflow:tokens:*")
+        assert client.get("/readyz").json == {"status": "ready"}
+    finally:
+        sentinels.stop()
+
+
+@pytest.mark.parametrize("sentinel_password", ["sentinel-pw-0123", "wrong-pw"])
+def test_sentinels_with_their_own_password_and_a_master_with_another(make_app: Callable[..., Flask], tmp_path: Path,
+                                                                     sentinel_password: str) -> None:
+    master = start_redis(tmp_path, password="master-pw-0123")
+    sentinels = start_sentinels(tmp_path, master.port, replicas=0, count=1, password="sentinel-pw-0123",
+                                master_password="master-pw-0123")
+    try:
+        app = make_app(SESSION_BACKEND="redis", REDIS_URL="redis://:master-pw-0123@main/0",
+                       REDIS_SENTINELS=sentinels.setting.split(","), REDIS_SENTINEL_MASTER="main",
+                       REDIS_SENTINEL_PASSWORD=sentinel_password)
+        client = app.test_client()
+        if sentinel_password == "wrong-pw":
+            assert client.get("/login").status_code == 503
+            reason = client.get("/readyz").json["reason"]
+            assert "no Sentinel names a master" in reason and "REDIS_SENTINEL_PASSWORD" in reason
+            return
+        assert portal_login(client).status_code == 302
+        assert client.get("/session").status_code == 200
+        assert master.client.keys("mediaflow:tokens:*")
+    finally:
+        sentinels.stop()
+        master.client.close()
+        stop(master.process)
+
+
+@pytest.mark.gunicorn
+def test_gunicorn_names_a_wrong_ca_at_start_and_serves_503s(emulator: Emulator, tls_redis: RedisServer,
+                                                            other_ca: Certificate, tmp_path: Path) -> None:
+    port = PORTAL_PORTS[3]
+    settings = portal_settings(emulator, "portal-test", port, SESSION_BACKEND="redis", REDIS_URL=tls_redis.url,
+                               REDIS_CA_CERT=str(other_ca.cert), GUNICORN_WORKERS="2")
+    portal = start_portal(tmp_path, port, settings)
+    try:
+        assert requests.get(f"{portal.url}/login", timeout=30).status_code == 503
+        cookie = {"mediaflow_portal": "a-session-from-before-the-change"}
+        assert requests.get(f"{portal.url}/account", cookies=cookie, timeout=30).status_code == 503
+        ready = requests.get(f"{portal.url}/readyz", timeout=30)
+        assert ready.status_code == 503 and "TLS certificate was not accepted" in ready.json()["reason"]
+    finally:
+        stop(portal.process)
+    logs = portal.logs()
+    assert logs.count("the session store does not answer at start (Redis's TLS certificate was not accepted") == 1
+    assert "Traceback" not in logs
