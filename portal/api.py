@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
 import requests
@@ -47,6 +48,9 @@ def init_app(app: Flask) -> None:
     """One HTTP session per worker: its connection pool keeps Mediaflow's connections open between calls."""
     http = requests.Session()
     http.headers["Accept"] = "application/json"
+    # Shared by every user of this worker: a cookie Mediaflow (or a balancer in front of it) sets must
+    # not travel with the next user's calls.
+    http.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
     app.extensions["mediaflow_api"] = http
 
 
@@ -68,9 +72,9 @@ def post(path: str, body: dict[str, Any], **params: Any) -> Any:
     return _call("POST", path, params, body)
 
 
-def first(answer: list[Any]) -> dict[str, Any]:
+def first(answer: Any) -> dict[str, Any]:
     """The one object of an answer about one thing (GET /me, /file/{id}, …)."""
-    if not answer or not isinstance(answer[0], dict):
+    if not isinstance(answer, list) or not answer or not isinstance(answer[0], dict):
         raise MediaflowUnavailable("Mediaflow's API answered with an unexpected shape", 502)
     return answer[0]
 
@@ -92,7 +96,7 @@ def _call(method: str, path: str, params: dict[str, Any], body: dict[str, Any] |
         g.tokens = tokens.service().renew(session["tokens_key"], held.access_token)
         answer = _retrying_429(lambda: _send(method, path, g.tokens.access_token, params, body))
         if answer.status == 401:
-            raise SessionEnded("Mediaflow refused a freshly refreshed access token", "token_rejected")
+            raise SessionEnded(f"Mediaflow refused a freshly refreshed access token on {_name(path)}", "token_rejected")
     return _answer(answer, path)
 
 
@@ -100,8 +104,10 @@ def _retrying_429(send: Callable[[], Answer]) -> Answer:
     answer = send()
     if answer.status != 429:
         return answer
-    if answer.retry_after > MAX_RETRY_WAIT:
+    # One wait per page at most: a page of several calls must not sleep through each of them.
+    if answer.retry_after > MAX_RETRY_WAIT or g.get("waited_for_mediaflow"):
         raise RateLimited(answer.retry_after)
+    g.waited_for_mediaflow = True
     time.sleep(answer.retry_after)
     answer = send()
     if answer.status == 429:

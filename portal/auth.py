@@ -272,6 +272,8 @@ def _session_ended(reason: str, cause: str, refusal: str | None = None) -> Any:
         audit.session_ended(reason, cause, user, refusal)
     for name in ("user", "login_at", "seen_at"):
         session.pop(name, None)
+    # Also mid-page (portal/api.py): the page that says so must not show the user as logged in.
+    g.user = g.tokens = None
     log.info("Session ended (%s)", reason)
     if gate.answers_plainly():
         return gate.unauthorized()

@@ -36,7 +36,7 @@ SORTS = {"filename": "Name", "uploaded": "Upload date", "filesize": "Size"}
 ORDERS = {"asc": "Ascending", "desc": "Descending"}
 # What a grid of previews shows; `fields` names are lowercase (mediaflow-api.md).
 LIST_FIELDS = "id,name,filename,filesize,type,thumbpreview,smallpreview,uploaded,gdprstatus"
-TREE_FIELDS = "id,name,parent,depth,archived,haschildren,private"
+TREE_FIELDS = "id,name,type,parent,depth,archived,haschildren,private"
 # A tree deeper than this is not Mediaflow's: the rest is not shown rather than recursed into.
 MAX_DEPTH = 32
 GDPR = {
@@ -116,7 +116,7 @@ def search() -> Any:
 @bp.get("/files/<mediaflow_id:file_id>")
 @login_required
 def file(file_id: int) -> Any:
-    """A file's details, rights and GDPR status, and the download form.
+    """A file's details, rights and GDPR status, and a download link per format.
 
     Calls: GET /file/{id}, /file/{id}/checkpermissions, /file/{id}/license (+ the formats).
     """
@@ -188,14 +188,19 @@ def build_tree(flat: list[Any], selected_id: int | None) -> Tree:
     folders: dict[int, Folder] = {}
     parents: dict[int, Any] = {}
     for item in flat:
-        if isinstance(item, dict) and _is_id(item.get("id")) and item["id"] not in folders:
+        # Mediaflow's tree also holds separators; only folders are shown.
+        if (isinstance(item, dict) and _is_id(item.get("id")) and item["id"] not in folders
+                and item.get("type", "folder") == "folder"):
             folders[item["id"]] = Folder(item["id"], _text(item.get("name")) or "(no name)",
                                          item.get("archived") is True, item.get("private") is True)
             parents[item["id"]] = item.get("parent")
     roots: list[Folder] = []
     for folder_id, node in folders.items():
         parent = folders.get(parents[folder_id]) if _is_id(parents[folder_id]) else None
-        (parent.children if parent is not None and parent is not node else roots).append(node)
+        if parent is not None and parent is not node:
+            parent.children.append(node)
+        else:
+            roots.append(node)
     # Only what hangs from a root is shown, to MAX_DEPTH: a parent loop in the data cannot recurse forever.
     reachable: dict[int, int | None] = {}
     stack: list[tuple[Folder, int | None, int]] = [(root, None, 0) for root in roots]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from flask import Flask, request, session
@@ -13,10 +14,14 @@ from werkzeug.wrappers import Response
 # Plain lines rather than Flask-Talisman: the portal needs a few fixed headers, and Talisman's other
 # jobs (forcing HTTPS, HSTS) belong to the TLS-terminating proxy in front of it.
 # Defaults for every response, error pages included: a view that sets one of these keeps its own.
+CSP = {
+    "default-src": "'self'", "frame-ancestors": "'none'", "form-action": "'self'", "base-uri": "'none'",
+    "object-src": "'none'",
+    # Joined by init_app with the origins of Mediaflow's previews (MEDIAFLOW_PREVIEW_ORIGINS).
+    "img-src": "'self'",
+}
 HEADERS = {
-    # img-src gains the origins of Mediaflow's previews (MEDIAFLOW_PREVIEW_ORIGINS) in init_app.
-    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; "
-                               "object-src 'none'; img-src 'self'",
+    "Content-Security-Policy": "; ".join(f"{name} {value}" for name, value in CSP.items()),
     "X-Content-Type-Options": "nosniff",
     # Never a Referer (the callback's code) to other sites; same-origin POSTs keep theirs for Flask-WTF's https check.
     "Referrer-Policy": "same-origin",
@@ -51,6 +56,7 @@ def init_app(app: Flask) -> None:
     # rendering the home page. Each worker keeps the signed form a few minutes: it stays the same token
     # for the same session, valid WTF_CSRF_TIME_LIMIT from when it was signed.
     signed: dict[str, tuple[str, float]] = {}
+    signed_lock = threading.Lock()
 
     def csrf_token() -> str:
         raw = session.get("csrf_token")
@@ -58,9 +64,10 @@ def init_app(app: Flask) -> None:
         if kept is not None and time.monotonic() - kept[1] < CSRF_RESIGN_AFTER:
             return kept[0]
         token = str(generate_csrf())
-        if len(signed) >= MAX_SIGNED_TOKENS:
-            signed.pop(next(iter(signed)), None)
-        signed[session["csrf_token"]] = (token, time.monotonic())
+        with signed_lock:
+            if len(signed) >= MAX_SIGNED_TOKENS:
+                del signed[next(iter(signed))]
+            signed[session["csrf_token"]] = (token, time.monotonic())
         return token
 
     app.jinja_env.globals["csrf_token"] = csrf_token
@@ -76,8 +83,9 @@ def init_app(app: Flask) -> None:
                 # Flask-WTF's https check parses the Referer, and a malformed port raises.
                 raise CSRFError("The referrer header is malformed.") from None
 
-    headers = HEADERS | {"Content-Security-Policy": " ".join(
-        [HEADERS["Content-Security-Policy"], *app.config["MEDIAFLOW_PREVIEW_ORIGINS"]])}
+    images = " ".join([CSP["img-src"], *app.config["MEDIAFLOW_PREVIEW_ORIGINS"]])
+    headers = HEADERS | {"Content-Security-Policy": "; ".join(
+        f"{name} {images if name == 'img-src' else value}" for name, value in CSP.items())}
 
     @app.after_request
     def default_headers(response: Response) -> Response:

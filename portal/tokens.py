@@ -154,10 +154,7 @@ class TokenService:
         tokens = self._copies.get(key)
         if tokens is None or tokens.needs_refresh(self.leeway, self.clock()):
             tokens = self._refresh_if_due(key)
-            with self._copies_lock:
-                self._copies[key] = tokens
-                if len(self._copies) > MAX_COPIES:
-                    del self._copies[next(iter(self._copies))]
+            self._keep_copy(key, tokens)
         return tokens
 
     def renew(self, key: str, rejected: str) -> TokenSet:
@@ -175,12 +172,21 @@ class TokenService:
                     self._count("ended_session")
                     raise SessionEnded("Mediaflow rejected the access token and gave no refresh token",
                                        "no_refresh_token")
-                tokens = self._refresh(key, tokens, self.clock())
+                now = self.clock()
+                if tokens.retry_at > now:
+                    # A refresh failed moments ago: waiting out its backoff spares Mediaflow a herd of retries.
+                    raise RefreshFailed("Mediaflow rejected the access token, and its last refresh failed")
+                tokens = self._refresh(key, tokens, now)
                 if tokens.access_token == rejected:
                     raise RefreshFailed("Mediaflow rejected the access token and could not refresh it just now")
+        self._keep_copy(key, tokens)
+        return tokens
+
+    def _keep_copy(self, key: str, tokens: TokenSet) -> None:
         with self._copies_lock:
             self._copies[key] = tokens
-        return tokens
+            if len(self._copies) > MAX_COPIES:
+                del self._copies[next(iter(self._copies))]
 
     def forget(self, key: str) -> None:
         """Delete a session's token set (logout, or the session ended)."""

@@ -16,6 +16,7 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request
 
 from emulator.library import file_bytes
+from portal.library import build_tree, summary
 from tests.conftest import FakeClock
 from tests.support import Emulator, portal_login
 
@@ -268,7 +269,8 @@ def test_previews_may_load_from_the_preview_origins_and_nothing_else(
     portal_login(client)
     page = client.get(f"/library/folders/{BRAND_ASSETS}")
     csp = page.headers["Content-Security-Policy"]
-    assert csp.endswith("img-src " + img_src.format(api=emulator.url))
+    directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+    assert directives["img-src"] == img_src.format(api=emulator.url)
     assert "script-src" not in csp and "default-src 'self'" in csp  # still no inline script
     assert f'src="{html.escape(emulator.url)}/_emulator/preview/101/thumb.svg"' in page.text
 
@@ -352,3 +354,96 @@ def test_an_answer_that_trickles_in_is_cut_off_at_the_calls_time_limit(make_app:
     page = client.get(f"/library/folders/{BRAND_ASSETS}")
     assert page.status_code == 503 and "could not be reached in time" in page.text
     assert time.monotonic() - started < 4  # the read timeout alone would have waited for every byte
+
+
+def test_a_me_answer_of_the_wrong_shape_still_logs_in_without_a_name(make_app: Callable[..., Flask],
+                                                                      hostile: Hostile) -> None:
+    client = make_app(MEDIAFLOW_API_BASE=f"{hostile.url}/1").test_client()
+    hostile.answers["/1/me"] = (200, b'{"id": 1, "name": "not in an array"}', 0.0)
+    assert portal_login(client).status_code == 302
+    assert "Welcome, Mediaflow user" in client.get("/").text
+
+
+def test_a_cookie_mediaflow_sets_never_travels_with_another_users_calls(make_app: Callable[..., Flask],
+                                                                        hostile: Hostile) -> None:
+    seen: list[str | None] = []
+    forward = hostile.app
+
+    def with_cookie(environ: dict[str, Any], start_response: Any) -> Any:
+        seen.append(environ.get("HTTP_COOKIE"))
+        return forward(environ, lambda status, headers: start_response(status, [*headers, (
+            "Set-Cookie", "AWSALB=sticky-for-this-user; Path=/")]))
+
+    hostile.server.app = with_cookie
+    app = make_app(MEDIAFLOW_API_BASE=f"{hostile.url}/1")
+    first, second = app.test_client(), app.test_client()
+    portal_login(first)
+    portal_login(second, username="editor")
+    assert second.get("/account").status_code == 200
+    assert len(seen) == 3 and seen == [None, None, None]
+
+
+def test_the_session_ended_page_mid_page_shows_nobody_logged_in(logged_in: Any, emulator: Emulator) -> None:
+    emulator.fault(endpoint="api", kind="status", status=401, count=2)
+    page = logged_in.get(f"/library/folders/{BRAND_ASSETS}")
+    assert page.status_code == 401 and "Your Mediaflow session has ended" in page.text
+    assert "Log out" not in page.text and "Demo User" not in page.text
+
+
+def test_a_page_of_several_calls_waits_out_one_429_at_most(logged_in: Any, emulator: Emulator) -> None:
+    logged_in.get(f"/files/{BRAND_GUIDE}")  # the formats are kept: the next view makes three calls
+    emulator.fault(endpoint="api", kind="rate_limit", retry_after=1, count=2)
+    started = time.monotonic()
+    page = logged_in.get(f"/files/{BRAND_GUIDE}")
+    assert page.status_code == 429 and page.headers["Retry-After"] == "1"
+    assert time.monotonic() - started < 1.9  # one wait of a second, not two
+
+
+def folder(id_: Any, parent: Any = None, **extra: Any) -> dict[str, Any]:
+    return {"id": id_, "name": f"f{id_}", "parent": parent, **extra}
+
+
+@pytest.mark.parametrize(
+    ("flat", "selected", "roots", "shown", "open_ids"),
+    [([folder(1), folder(2, 1), folder(3, 2)], 3, [1], {1, 2, 3}, {1, 2, 3}),
+     ([folder(2, 1), folder(1)], 2, [1], {1, 2}, {1, 2}),                       # a child before its parent
+     ([folder(1, 2), folder(2, 1)], 1, [], set(), set()),                     # a parent loop: hidden, no recursion
+     ([folder(1, 1)], 1, [1], {1}, {1}),                                      # its own parent: a root
+     ([folder(1), folder(1, None, name="again")], None, [1], {1}, set()),     # a duplicate id: the first one
+     ([folder("1"), folder(True), folder(2**63), folder(1.0), "x", None], None, [], set(), set()),  # not ids
+     ([folder(-3), folder(5, -3), folder(9, 404)], 5, [-3, 9], {-3, 5, 9}, {-3, 5}),  # an unknown parent: a root
+     ([folder(1), folder(2, 1, type="separator")], None, [1], {1}, set()),   # separators are not folders
+     ([folder(n, n - 1 if n else None) for n in range(40)], 39, [0], set(range(33)), set())],  # too deep: cut
+    ids=["nested", "child-first", "loop", "self-parent", "duplicate", "not-ids", "unknown-parent", "separator",
+         "too-deep"],
+)
+def test_the_folder_tree_is_built_from_whatever_mediaflow_sends(
+    flat: list[Any], selected: int | None, roots: list[int], shown: set[int], open_ids: set[int]
+) -> None:
+    tree = build_tree(flat, selected)
+
+    def walk(nodes: list[Any]) -> set[int]:
+        return {node.id for node in nodes} | {i for node in nodes for i in walk(node.children)}
+
+    assert [root.id for root in tree.roots] == roots
+    assert walk(tree.roots) == shown
+    assert tree.open_ids == open_ids
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [({"id": 1, "type": "image"}, {"kind": "image", "extension": "", "size": None}),
+     ({"id": 1, "type": {"type": "video", "extension": "mp4", "description": "Film"}, "filesize": 2048},
+      {"kind": "Film", "extension": "mp4", "size": 2048}),
+     ({"id": 1, "filesize": True, "width": True, "height": 1e308, "length": "94"},
+      {"size": None, "width": None, "height": None, "length": None}),
+     ({"id": 1, "thumbPreview": "javascript:alert(1)", "mediumPreview": "data:image/png;base64,x",
+       "smallPreview": "https://cdn.example/s.png"}, {"thumb": None, "preview": "https://cdn.example/s.png"}),
+     ({"id": 1, "name": None, "filename": "a.png", "gdprStatus": "MISSING_CONSENT"},
+      {"name": "a.png", "gdpr_ok": False}),
+     ({"id": 1, "folderId": "7", "alttext": 5}, {"folder_id": None, "alt": ""})],
+    ids=["type-string", "type-object", "odd-numbers", "preview-schemes", "name-fallback", "odd-extras"],
+)
+def test_a_file_card_keeps_only_what_has_the_documented_type(item: dict[str, Any], expected: dict[str, Any]) -> None:
+    card = summary(item)
+    assert {name: getattr(card, name) for name in expected} == expected

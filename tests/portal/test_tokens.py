@@ -248,6 +248,20 @@ def test_a_token_mediaflow_rejected_before_expiry_is_renewed_once(
     assert mediaflow.calls == calls
 
 
+def test_after_a_failed_renew_the_next_rejections_wait_out_the_backoff(store: TokenStore, clock: FakeClock) -> None:
+    mediaflow = Mediaflow(DOWN, FRESH)
+    service, key = service_with(store, mediaflow, clock)
+    with pytest.raises(RefreshFailed):
+        service.renew(key, "first")
+    clock.advance(1)
+    with pytest.raises(RefreshFailed):
+        service.renew(key, "first")  # backing off: Mediaflow is not asked again
+    assert mediaflow.calls == 1
+    clock.advance(5)
+    assert service.renew(key, "first").access_token == "fresh"
+    assert mediaflow.calls == 2
+
+
 def test_requests_that_all_saw_a_rejected_token_renew_it_once(store: TokenStore, clock: FakeClock) -> None:
     mediaflow = Mediaflow(FRESH, wait=0.2)
     service, key = service_with(store, mediaflow, clock)
