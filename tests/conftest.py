@@ -77,6 +77,17 @@ class RedisServer:
         self.client = redis_lib.Redis.from_url(self.url, **({"ssl_ca_certs": str(ca.cert)} if ca else {}))
 
 
+def replicated(master: RedisServer, seconds: float = 30) -> None:
+    """Wait until a replica holds everything written to master so far (WAIT counts this client's writes).
+
+    In short WAITs: one long WAIT would outlast redis-py's socket timeout on a busy machine.
+    """
+    master.client.set("written-before-the-failover", b"1")
+    deadline = time.monotonic() + seconds
+    while master.client.execute_command("WAIT", 1, 500) < 1:
+        assert time.monotonic() < deadline, "the replica did not catch up"
+
+
 def start_redis(directory: Path, port: int | None = None, extra: list[str] | None = None,
                 password: str | None = None, tls: Certificate | None = None,
                 ca: Certificate | None = None) -> RedisServer:

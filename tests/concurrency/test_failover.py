@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import RedisServer, Sentinels, start_redis, start_sentinels
+from tests.conftest import RedisServer, Sentinels, replicated, start_redis, start_sentinels
 from tests.support import PORTAL_PORTS, Emulator, Portal, csrf_token, http_login, portal_settings, start_portal, stop
 
 pytestmark = pytest.mark.gunicorn
@@ -129,8 +129,7 @@ def test_a_master_killed_under_load_costs_a_few_seconds_of_503_and_no_session(cl
     assert tracking_connections(master) == 2 * WORKERS
     # The replica holds every session before the master dies (replication is asynchronous): WAIT waits
     # for this client's own last write, and the replication stream keeps the portals' before it.
-    master.client.set("written-before-the-failover", b"1")
-    assert master.client.execute_command("WAIT", 1, 5000) == 1
+    replicated(master)
 
     with Load(cluster, cookies) as load:
         time.sleep(0.5)

@@ -15,7 +15,7 @@ import redis
 
 from portal.redis_target import RedisTarget
 from portal.session_cache import SessionCache
-from tests.conftest import RedisServer, Sentinels, start_redis, start_sentinels
+from tests.conftest import RedisServer, Sentinels, replicated, start_redis, start_sentinels
 from tests.support import stop
 
 PREFIX = "mediaflow:session:"
@@ -328,8 +328,7 @@ def test_a_planned_failover_drops_copies_within_a_second(tmp_path: Path) -> None
     cache = SessionCache(target, PREFIX, connect_timeout=1.0, store=store)
     try:
         store.set(KEY, b"old")
-        master.client.set("written-before-the-failover", b"1")  # WAIT waits for this client's own writes
-        assert master.client.execute_command("WAIT", 1, 5000) == 1
+        replicated(master)
         reads = Reads(store)
         assert [cache.get(KEY, reads) for _ in range(2)] == [b"old"] * 2
 
