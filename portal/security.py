@@ -70,7 +70,8 @@ def init_app(app: Flask) -> None:
             signed[session["csrf_token"]] = (token, time.monotonic())
         return token
 
-    app.jinja_env.globals["csrf_token"] = csrf_token
+    # Flask-WTF offers its csrf_token() to templates through a context processor: a later one replaces it.
+    app.context_processor(lambda: {"csrf_token": csrf_token})
 
     @app.before_request
     def check_csrf() -> None:
