@@ -150,10 +150,12 @@ def logout() -> Response:
     """End the session: delete its server-side record and the token set, and clear the cookie."""
     key = session.get("tokens_key")
     if key:
+        first = _first_to_end(key)
         tokens.service().forget(key)
         log.info("Logout of user %s", (session.get("user") or {}).get("id"))
-        metrics.current().session_ended("logout")
-        audit.logout(session.get("user"))
+        if first:
+            metrics.current().session_ended("logout")
+            audit.logout(session.get("user"))
     session.clear()
     flash("You are logged out of the portal.")
     regenerate_id(session)
@@ -267,9 +269,11 @@ def _session_ended(reason: str, cause: str, refusal: str | None = None) -> Any:
     user = session.get("user")
     key = session.pop("tokens_key", None)
     if key:
+        first = _first_to_end(key)
         tokens.service().forget(key)
-        metrics.current().session_ended(reason)
-        audit.session_ended(reason, cause, user, refusal)
+        if first:
+            metrics.current().session_ended(reason)
+            audit.session_ended(reason, cause, user, refusal)
     for name in ("user", "login_at", "seen_at"):
         session.pop(name, None)
     # Also mid-page (portal/api.py): the page that says so must not show the user as logged in.
@@ -279,3 +283,11 @@ def _session_ended(reason: str, cause: str, refusal: str | None = None) -> Any:
         return gate.unauthorized()
     next_url = safe_next_url(request.full_path.rstrip("?")) if request.method == "GET" else None
     return render_template("errors/session_ended.html", reason=reason, next_url=next_url), 401
+
+
+def _first_to_end(key: str) -> bool:
+    """True for the one request that ends this session: a page's requests arrive at once and each finds it over.
+
+    Claimed before the token set is forgotten, so the winner is one that saw why the session ended.
+    """
+    return tokens.service().store.claim(f"ended:{key}", LOGIN_LIFETIME)

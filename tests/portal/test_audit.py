@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import FakeClock
 from tests.support import Emulator, csrf_token, portal_login, sign_in
@@ -140,3 +143,84 @@ def test_in_text_format_an_event_is_one_readable_line(make_app: Callable[..., Fl
              if " portal.audit: " in line]
     assert lines == ["login outcome=ok user_id=1 customer_id=1 client_ip=127.0.0.1",
                      f'login outcome=refused user_id=3 customer_id=2 client_ip=127.0.0.1 refusal="{REFUSAL}"']
+
+
+def _log_in_and_end(acts: Acts, ending: str) -> None:
+    acts.login()
+    if ending == "idle":
+        acts.clock.advance(acts.app.config["SESSION_IDLE_TIMEOUT"] + 1)
+    else:
+        acts.clock.advance(3600 - 30)
+        acts.emulator.fault(endpoint="token", kind="oauth_error", error="invalid_grant")
+
+
+def sessions_ended(app: Flask, reason: str) -> float:
+    """mediaflow_portal_sessions_ended_total{reason} as /metrics serves it."""
+    for family in text_string_to_metric_families(app.test_client().get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == "mediaflow_portal_sessions_ended_total" and sample.labels == {"reason": reason}:
+                return float(sample.value)
+    raise AssertionError(f"no sessions_ended sample for {reason}")
+
+
+# how the session ends, the portal's idle timeout, the event's reason and cause
+ENDINGS = [("idle", 900, "timeout", "idle"), ("refresh_refused", 7200, "mediaflow", "refresh_refused")]
+
+
+@pytest.mark.parametrize(("ending", "idle_timeout", "reason", "cause"), ENDINGS)
+def test_a_page_whose_requests_all_find_the_session_ended_writes_one_event_and_counts_one(
+        make_app: Callable[..., Flask], clock: FakeClock, emulator: Emulator, capsys: pytest.CaptureFixture[str],
+        backend: str, ending: str, idle_timeout: int, reason: str, cause: str) -> None:
+    app = make_app(backend=backend, clock=clock, LOG_FORMAT="json", SESSION_IDLE_TIMEOUT=idle_timeout)
+    acts = Acts(app, clock, emulator, make_app)
+    _log_in_and_end(acts, ending)
+    name = app.config["SESSION_COOKIE_NAME"]
+    cookie = acts.client.get_cookie(name).value  # type: ignore[union-attr]
+    before = sessions_ended(app, reason)
+    capsys.readouterr()
+    # A page load: its requests arrive at once, each with the same cookie, each finds the session over.
+    clients = [app.test_client() for _ in range(6)]
+    for client in clients:
+        client.set_cookie(name, cookie)
+    start = threading.Barrier(len(clients))
+
+    def load(client: FlaskClient) -> int:
+        start.wait()
+        return int(client.get("/session").status_code)
+
+    with ThreadPoolExecutor(len(clients)) as pool:
+        statuses = list(pool.map(load, clients))
+    # A request that loads the session after another saved it ended finds nobody logged in.
+    assert set(statuses) <= {302, 401} and 401 in statuses
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    events = [line for line in lines if line["logger"] == "portal.audit"]
+    assert [(event["event"], event["reason"], event["cause"]) for event in events] == [
+        ("session_ended", reason, cause)]
+    assert sessions_ended(app, reason) - before == 1
+
+
+def test_logouts_of_one_session_at_once_write_one_event_and_count_one(
+        make_app: Callable[..., Flask], capsys: pytest.CaptureFixture[str], backend: str) -> None:
+    app = make_app(backend=backend, LOG_FORMAT="json")
+    first = app.test_client()
+    portal_login(first)
+    token = csrf_token(first.get("/").text)
+    name = app.config["SESSION_COOKIE_NAME"]
+    cookie = first.get_cookie(name).value  # type: ignore[union-attr]
+    capsys.readouterr()
+    clients = [app.test_client() for _ in range(6)]
+    for client in clients:
+        client.set_cookie(name, cookie)
+    start = threading.Barrier(len(clients))
+
+    def log_out(client: FlaskClient) -> int:
+        start.wait()
+        return int(client.post("/logout", data={"csrf_token": token}).status_code)
+
+    with ThreadPoolExecutor(len(clients)) as pool:
+        statuses = list(pool.map(log_out, clients))
+    # The others find the session gone (400: its CSRF token went with it) or its token set forgotten (401).
+    assert set(statuses) <= {302, 400, 401} and 302 in statuses
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [line["event"] for line in lines if line["logger"] == "portal.audit"] == ["logout"]
+    assert [sessions_ended(app, reason) for reason in ("logout", "mediaflow")] == [1, 0]
