@@ -66,6 +66,8 @@ class SessionCache:
         self._connect_timeout = connect_timeout
         self._max_entries = max_entries
         self._lock = threading.Lock()
+        # Held by the one thread that connects or asks Sentinel, outside _lock: a slow Sentinel holds up only it.
+        self._asking = threading.Lock()
         # A key maps to (read at, record), or to a marker while a thread reads it from Redis.
         self._entries: dict[str, tuple[float, bytes] | object] = {}
         self._client: redis.Redis | None = None
@@ -82,6 +84,11 @@ class SessionCache:
     def get(self, key: str, load: Callable[[str], bytes | None]) -> bytes | None:
         """The record under key: this worker's copy when Redis has not changed it, else load(key)."""
         now = time.monotonic()
+        if self._due(now) and self._asking.acquire(blocking=False):
+            try:
+                self._reach_redis(now)
+            finally:
+                self._asking.release()
         with self._lock:
             tracking = self._read_invalidations(now)
             entry = self._entries.get(key)
@@ -119,18 +126,40 @@ class SessionCache:
         with self._lock:
             self._drop(time.monotonic())
 
+    def _due(self, now: float) -> bool:
+        """Whether the tracking connection is to be opened, or Sentinel asked (read without the lock: a hint)."""
+        if self._pid != os.getpid():
+            return True
+        if self._pubsub is None:
+            return self._supported and now >= self._retry_at
+        return self._store is not None and now >= self._ask_at
+
+    def _reach_redis(self, now: float) -> None:
+        """Open the tracking connection, or ask which master Sentinel names: network calls, outside _lock."""
+        with self._lock:
+            if self._pid != os.getpid():
+                # A forked worker never shares its parent's socket, nor trusts copies it cannot track.
+                self._client, self._pubsub, self._reconnected = None, None, False
+                self._entries, self._pid = {}, os.getpid()
+            connect = self._pubsub is None and self._supported and now >= self._retry_at
+            ask = self._pubsub is not None and self._store is not None and now >= self._ask_at
+            if ask:
+                self._ask_at = now + ASK_SENTINEL_EVERY
+        if connect:
+            self._connect(now)
+        elif ask and self._store is not None:
+            # A planned failover leaves the old master running, and every connection to it open, until
+            # Sentinel demotes it some 10 s later: ask which master Sentinel names (no I/O without Sentinel).
+            try:
+                self._target.server(self._store, ask=True)
+            except (redis.RedisError, OSError) as error:
+                with self._lock:
+                    self._lost(now, describe(error), retry_after=RETRY_AFTER)
+
     def _read_invalidations(self, now: float) -> bool:
         """Apply the messages Redis has published; False when records cannot be tracked just now."""
-        if self._pid != os.getpid():
-            # A forked worker never shares its parent's socket, nor trusts copies it cannot track.
-            self._client, self._pubsub, self._reconnected = None, None, False
-            self._entries, self._pid = {}, os.getpid()
-        if self._pubsub is None:
-            if not self._supported or now < self._retry_at:
-                return False
-            self._connect(now)
-            if self._pubsub is None:
-                return False
+        if self._pubsub is None or self._pid != os.getpid():
+            return False
         try:
             while (message := self._pubsub.get_message(timeout=0)) is not None:
                 self._invalidated(message)
@@ -140,15 +169,6 @@ class SessionCache:
         if self._reconnected:
             self._lost(now, "reconnected")
             return False
-        if self._store is not None and now >= self._ask_at:
-            # A planned failover leaves the old master running, and every connection to it open, until
-            # Sentinel demotes it some 10 s later: ask which master Sentinel names (no I/O without Sentinel).
-            self._ask_at = now + ASK_SENTINEL_EVERY
-            try:
-                self._target.server(self._store, ask=True)
-            except (redis.RedisError, OSError) as error:
-                self._lost(now, describe(error))
-                return False
         if self._store is not None and self._target.server(self._store) != self._tracked:
             self._lost(now, "Sentinel named another master")
             return False
@@ -183,14 +203,16 @@ class SessionCache:
         except (redis.RedisError, OSError) as error:
             pubsub.close()
             client.close()
-            self._retry_at = now + RETRY_AFTER
+            with self._lock:
+                self._retry_at = now + RETRY_AFTER
             log.warning("Session cache: cannot open the tracking connection to Redis (%s)", describe(error))
             return
         assert pubsub.connection is not None  # set by the first command
         pubsub.connection.register_connect_callback(self._on_reconnect)
-        # Copies from before this connection may have missed messages.
-        self._entries = {}
-        self._client, self._pubsub, self._reconnected, self._tracked = client, pubsub, False, tracked
+        with self._lock:
+            # Copies from before this connection may have missed messages.
+            self._entries = {}
+            self._client, self._pubsub, self._reconnected, self._tracked = client, pubsub, False, tracked
 
     def _ask(self, pubsub: PubSub, *command: Any) -> Any:
         """Send a command on the PubSub connection and wait for its answer."""
@@ -214,15 +236,15 @@ class SessionCache:
         for key in keys:
             self._entries.pop(key.decode() if isinstance(key, bytes) else key, None)
 
-    def _lost(self, now: float, reason: str) -> None:
+    def _lost(self, now: float, reason: str, retry_after: float = 0.0) -> None:
         log.warning("Session cache: lost the tracking connection to Redis (%s); reading Redis directly", reason)
-        self._drop(now)
+        self._drop(now, retry_after)
 
-    def _drop(self, now: float) -> None:
+    def _drop(self, now: float, retry_after: float = 0.0) -> None:
         client, pubsub = self._client, self._pubsub
         self._client, self._pubsub, self._reconnected = None, None, False
         self._entries = {}
-        self._retry_at = now
+        self._retry_at = now + retry_after
         if pubsub is not None:
             pubsub.close()
         if client is not None:

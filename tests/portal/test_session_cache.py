@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -349,6 +350,55 @@ def test_a_planned_failover_drops_copies_within_a_second(tmp_path: Path) -> None
         for server in (master, replica):
             server.client.close()
             stop(server.process)
+
+
+def test_a_stopped_sentinel_holds_up_only_the_request_that_asks_it(tmp_path: Path) -> None:
+    master = start_redis(tmp_path)
+    sentinels = start_sentinels(tmp_path, master.port, replicas=0, count=1)
+    timeout = 2.0
+    target = RedisTarget("redis://main/0", sentinels=[("127.0.0.1", sentinels.ports[0])], master="main",
+                         timeout=timeout)
+    store = target.client()
+    cache = SessionCache(target, PREFIX, connect_timeout=timeout, store=store)
+    # Straight to the master: what is timed is the cache's own work, not the session client's new connections.
+    reads = Reads(master.client)
+    try:
+        master.client.set(KEY, b"old")
+        assert [cache.get(KEY, reads) for _ in range(2)] == [b"old"] * 2
+        sentinels.processes[0].send_signal(signal.SIGSTOP)
+        time.sleep(1.1)  # the once-a-second question is due
+
+        def page_loads() -> list[float]:
+            start = threading.Barrier(8)
+            seconds: list[float] = []
+
+            def load() -> None:
+                start.wait()
+                began = time.monotonic()
+                assert cache.get(KEY, reads) == b"old"
+                seconds.append(time.monotonic() - began)
+
+            threads = [threading.Thread(target=load) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert len(seconds) == 8
+            return sorted(seconds)
+
+        # One request asks and waits out the timeout; the others go on with the master they know.
+        first = page_loads()
+        assert first[-1] < timeout + 2 and all(elapsed < 1.5 for elapsed in first[:-1]), first
+        # A failed question is not asked again at once.
+        assert all(elapsed < 1.5 for elapsed in page_loads())
+    finally:
+        sentinels.processes[0].send_signal(signal.SIGCONT)
+        cache.close()
+        store.close()
+        target.close()
+        sentinels.stop()
+        master.client.close()
+        stop(master.process)
 
 
 def _failover(sentinels: Sentinels) -> bool:
