@@ -3,8 +3,9 @@
 REDIS_URL always says how to talk to Redis: scheme (rediss:// for TLS), user, password, database and
 redis-py's query options. With REDIS_SENTINELS it no longer says where: its host and port are not
 used, and every new connection asks a Sentinel for the current master. TLS always verifies Redis's
-certificate, against REDIS_CA_CERT (or the URL's ssl_ca_certs) for a private CA, else the system's
-CAs; config.py refuses a URL that turns the check off.
+and the Sentinels' certificates and host names, against REDIS_CA_CERT (or the URL's ssl_ca_certs) for
+a private CA, else the system's CAs; config.py refuses a URL that turns the check off. A client
+certificate in the URL (ssl_certfile, ssl_keyfile) is shown to both.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class RedisTarget:
     def client(self, **options: Any) -> redis.Redis:
         """A client with these connection options, to REDIS_URL's server or to Sentinel's master."""
         if self._sentinel is None:
-            extra = {"ssl_ca_certs": self.ca_cert} if self.ca_cert else {}
+            extra = self._tls_options() if urlsplit(self.url).scheme == "rediss" else {}
+            extra.pop("ssl", None)  # from_url reads it from the scheme
             return redis.Redis.from_url(self.url, **extra, **options)
         settings = parse_url(self.url)
         for name in ("host", "port", "connection_class"):
@@ -60,9 +62,15 @@ class RedisTarget:
         return master
 
     def _tls_options(self) -> dict[str, Any]:
+        """TLS for Redis and its Sentinels: the certificate and its host name checked, whatever redis-py's defaults."""
         query = parse_url(self.url)
+        options: dict[str, Any] = {"ssl": True, "ssl_cert_reqs": "required", "ssl_check_hostname": True}
         ca_cert = self.ca_cert or query.get("ssl_ca_certs")
-        return {"ssl": True, **({"ssl_ca_certs": ca_cert} if ca_cert else {})}
+        if ca_cert:
+            options["ssl_ca_certs"] = ca_cert
+        # A client certificate the URL names is shown to the Sentinels too.
+        options.update({name: query[name] for name in ("ssl_certfile", "ssl_keyfile") if query.get(name)})
+        return options
 
     @staticmethod
     def server(client: redis.Redis, *, ask: bool = False) -> tuple[str, int] | None:

@@ -111,11 +111,15 @@ class Sentinels:
     """Redis Sentinels on 127.0.0.1 that watch one master under one name."""
 
     def __init__(self, name: str, ports: list[int], processes: list[subprocess.Popen[bytes]],
-                 ca: Certificate | None = None, password: str | None = None) -> None:
+                 ca: Certificate | None = None, password: str | None = None,
+                 client_certificate: Certificate | None = None) -> None:
         self.name = name
         self.ports = ports
         self.processes = processes
-        tls = {"ssl": True, "ssl_ca_certs": str(ca.cert)} if ca else {}
+        # The harness checks the CA only: a test may give a Sentinel a certificate for another host.
+        tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(ca.cert), "ssl_check_hostname": False} if ca else {}
+        if ca and client_certificate:
+            tls.update(ssl_certfile=str(client_certificate.cert), ssl_keyfile=str(client_certificate.key))
         self.clients = [redis_lib.Redis(port=port, password=password, **tls) for port in ports]
 
     @property
@@ -142,12 +146,14 @@ class Sentinels:
 
 def start_sentinels(directory: Path, master_port: int, replicas: int, count: int = 3, name: str = "main",
                     down_after_ms: int = 1000, tls: Certificate | None = None, ca: Certificate | None = None,
-                    password: str | None = None, master_password: str | None = None) -> Sentinels:
+                    password: str | None = None, master_password: str | None = None,
+                    client_certificate: Certificate | None = None) -> Sentinels:
     """count Sentinels (`redis-server --sentinel`) with quorum count // 2 + 1, once they know each other and
     the replicas: a master silent for down_after_ms is failed over within a few seconds.
 
-    With tls (a certificate that ca signed) they speak TLS only, and to the master too; with password they
-    ask clients for it; master_password is the master's own.
+    With tls (a certificate that ca signed) they speak TLS only, and to the master too; with
+    client_certificate they accept only clients that show one ca signed (the harness shows that one);
+    with password they ask clients for it; master_password is the master's own.
     """
     binary = require_binary("redis-server", "redis-server")
     ports = [free_port() for _ in range(count)]
@@ -158,7 +164,8 @@ def start_sentinels(directory: Path, master_port: int, replicas: int, count: int
         listen = f"port {port}"
         if tls and ca:
             listen = (f"port 0\ntls-port {port}\ntls-cert-file {tls.cert}\ntls-key-file {tls.key}\n"
-                      f"tls-ca-cert-file {ca.cert}\ntls-auth-clients no\ntls-replication yes")
+                      f"tls-ca-cert-file {ca.cert}\ntls-auth-clients {'yes' if client_certificate else 'no'}\n"
+                      "tls-replication yes")
         config.write_text(f"""{listen}
 bind 127.0.0.1
 dir {directory}
@@ -171,7 +178,7 @@ sentinel parallel-syncs {name} 1
 """)
         processes.append(subprocess.Popen([binary, str(config), "--sentinel"], stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL))
-    sentinels = Sentinels(name, ports, processes, ca if tls else None, password)
+    sentinels = Sentinels(name, ports, processes, ca if tls else None, password, client_certificate)
     try:
         for port, process in zip(ports, processes, strict=True):
             wait_for_port(port, process)

@@ -33,11 +33,12 @@ class Certificate:
 
 
 def make_certificate(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
-                     issuer: Certificate | None = None) -> Certificate:
+                     issuer: Certificate | None = None, client: bool = False) -> Certificate:
     """Write a certificate for hosts, valid for a day, and its key (mode 0600) into directory.
 
     Without an issuer it is self-signed and its own trust anchor (verify=cert in requests, or a CA file);
     with one (make_ca), the issuer signs it, as a company's private CA signs its Redis's certificate.
+    A client certificate (client=True) is one that a TLS server asking for one accepts.
     """
     directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
@@ -49,7 +50,8 @@ def make_certificate(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "lo
         except ValueError:
             names.append(x509.DNSName(host))
     builder = _valid_for_a_day(name, key).add_extension(x509.SubjectAlternativeName(names), critical=False)
-    builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    usage = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else [ExtendedKeyUsageOID.SERVER_AUTH]
+    builder = builder.add_extension(x509.ExtendedKeyUsage(usage), critical=False)
     if issuer is None:
         cert = builder.issuer_name(name).add_extension(
             x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(key, hashes.SHA256())

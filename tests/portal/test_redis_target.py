@@ -117,6 +117,49 @@ def test_a_wrong_ca_is_a_503_page_and_readyz_says_why(make_app: Callable[..., Fl
         capsys.readouterr().out)
 
 
+@pytest.fixture(scope="module")
+def misnamed_redis(tmp_path_factory: pytest.TempPathFactory, ca: Certificate) -> Iterator[RedisServer]:
+    """A TLS-only redis-server whose certificate the right CA signed, for another host."""
+    directory = tmp_path_factory.mktemp("misnamed-redis")
+    misnamed = make_certificate(directory / "tls", hosts=("redis.other.example",), issuer=ca)
+    server = start_redis(directory, tls=misnamed, ca=ca)
+    yield server
+    stop(server.process)
+
+
+# where the certificate for another host is: the master REDIS_URL names, the master a Sentinel names, the Sentinel
+MISNAMED = ["master", "master behind Sentinel", "Sentinel"]
+
+
+@pytest.mark.parametrize("misnamed", MISNAMED)
+def test_a_certificate_for_another_host_is_refused(make_app: Callable[..., Flask], tls_redis: RedisServer,
+                                                   misnamed_redis: RedisServer, ca: Certificate, tmp_path: Path,
+                                                   misnamed: str) -> None:
+    settings = {"REDIS_URL": misnamed_redis.url}
+    sentinels = None
+    if misnamed != "master":
+        master = misnamed_redis if misnamed == "master behind Sentinel" else tls_redis
+        certificate = (make_certificate(tmp_path / "tls", hosts=("redis.other.example",), issuer=ca)
+                       if misnamed == "Sentinel" else make_certificate(tmp_path / "tls", issuer=ca))
+        sentinels = start_sentinels(tmp_path, master.port, replicas=0, count=1, tls=certificate, ca=ca)
+        settings = {"REDIS_URL": "rediss://main/0", "REDIS_SENTINELS": sentinels.setting.split(","),
+                    "REDIS_SENTINEL_MASTER": "main"}
+    try:
+        app = make_app(SESSION_BACKEND="redis", REDIS_CA_CERT=str(ca.cert), **settings)
+        client = app.test_client()
+        assert client.get("/login").status_code == 503
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        if misnamed == "Sentinel":
+            assert "no Sentinel names a master" in ready.json["reason"]
+        else:
+            assert "Redis's TLS certificate was not accepted" in ready.json["reason"]
+            assert "mismatch" in ready.json["reason"]
+    finally:
+        if sentinels is not None:
+            sentinels.stop()
+
+
 def test_a_login_works_through_sentinels_over_tls(make_app: Callable[..., Flask], tls_redis: RedisServer,
                                                   ca: Certificate, tmp_path: Path) -> None:
     tls_redis.client.flushdb()
@@ -130,6 +173,23 @@ def test_a_login_works_through_sentinels_over_tls(make_app: Callable[..., Flask]
         assert portal_login(client).status_code == 302
         assert client.get("/session").status_code == 200
         assert tls_redis.client.keys("mediaflow:tokens:*")
+        assert client.get("/readyz").json == {"status": "ready"}
+    finally:
+        sentinels.stop()
+
+
+def test_the_client_certificate_in_redis_url_is_shown_to_the_sentinels_too(
+        make_app: Callable[..., Flask], tls_redis: RedisServer, ca: Certificate, tmp_path: Path) -> None:
+    tls_redis.client.flushdb()
+    mine = make_certificate(tmp_path / "client", hosts=("portal.example",), issuer=ca, client=True)
+    sentinels = start_sentinels(tmp_path, tls_redis.port, replicas=0, count=1,
+                                tls=make_certificate(tmp_path / "tls", issuer=ca), ca=ca, client_certificate=mine)
+    try:
+        app = make_app(SESSION_BACKEND="redis", REDIS_URL=f"rediss://main/0?ssl_certfile={mine.cert}&ssl_keyfile={mine.key}",
+                       REDIS_CA_CERT=str(ca.cert), REDIS_SENTINELS=sentinels.setting.split(","),
+                       REDIS_SENTINEL_MASTER="main")
+        client = app.test_client()
+        assert portal_login(client).status_code == 302
         assert client.get("/readyz").json == {"status": "ready"}
     finally:
         sentinels.stop()
