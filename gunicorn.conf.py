@@ -2,13 +2,16 @@
 
 import logging
 import os
+import shutil
 import sys
 import tempfile
 
 # Metrics summed over the workers (prometheus_client's multiprocess mode, portal/metrics.py): each worker
 # keeps its numbers in files in this folder, which outlive it. Set before anything imports prometheus_client.
+# A folder made here is removed at exit (on_exit); remembered in the environment, as a HUP reads this file again.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mediaflow-portal-metrics-")
+    os.environ["MEDIAFLOW_PORTAL_MADE_METRICS_FOLDER"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 # gunicorn reads this file before it changes directory: make the portal importable from anywhere.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -85,3 +88,10 @@ def on_starting(server):  # type: ignore[no-untyped-def]
     if problem:
         print(f"Mediaflow Portal: the session store does not answer at start ({problem}); pages answer 503 and "
               "/readyz says why until it does", file=sys.stderr)
+
+
+def on_exit(server):  # type: ignore[no-untyped-def]
+    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    # Not a folder the operator named, nor one that a new master started by USR2 counts in.
+    if folder == os.environ.get("MEDIAFLOW_PORTAL_MADE_METRICS_FOLDER") and not server.reexec_pid:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -70,7 +70,7 @@ def running_stack(work: Path) -> Iterator[Stack]:
 
     def spawn(command: list[str], log: Path | None = None, **env: str) -> subprocess.Popen[bytes]:
         environment = {k: v for k, v in os.environ.items()
-                       if not k.startswith(("MEDIAFLOW_", "SESSION_", "REDIS_", "GUNICORN_", "LOG_"))}
+                       if not k.startswith(("MEDIAFLOW_", "SESSION_", "REDIS_", "GUNICORN_", "LOG_", "PROMETHEUS_"))}
         environment.update(PYTHONPATH=str(ROOT), **env)
         with log.open("wb") if log else open(os.devnull, "wb") as out:
             child = subprocess.Popen(command, cwd=work, env=environment, stdout=out, stderr=subprocess.STDOUT)

@@ -131,7 +131,8 @@ def portal_login(client: Any, next_url: str | None = None, username: str = "demo
 
 def env_with(**values: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MEDIAFLOW_", "SESSION_", "REDIS_", "SECRET_", "GUNICORN_", "LOG_", "TRUSTED_"))}
+           if not k.startswith(("MEDIAFLOW_", "SESSION_", "REDIS_", "SECRET_", "GUNICORN_", "LOG_", "TRUSTED_",
+                                 "PROMETHEUS_"))}
     env.update(values)
     return env
 
@@ -183,11 +184,14 @@ def start_portal(tmp: Path, port: int, settings: Mapping[str, str]) -> Portal:
     """Run the Dockerfile's CMD (gunicorn) from a staged image folder with these settings.
 
     With GUNICORN_CERTFILE among the settings, gunicorn serves https and is checked against that certificate.
+    The metrics folder is tmp/metrics unless the settings name one (PROMETHEUS_MULTIPROC_DIR="": gunicorn's own).
     """
     app_dir = stage_image(tmp / "image")
     command = dockerfile_cmd()
     assert command[0] == "gunicorn"
-    env = env_with(GUNICORN_BIND=f"127.0.0.1:{port}", **settings)
+    # The workers' metrics in the test's folder, not in a new folder under /tmp at each start.
+    env = env_with(GUNICORN_BIND=f"127.0.0.1:{port}", **{"PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"),
+                                                         **settings})
     log = tmp / f"portal-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), *command[1:]], cwd=app_dir,

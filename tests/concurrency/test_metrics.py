@@ -85,3 +85,22 @@ def test_metrics_are_the_sum_over_workers_and_outlive_a_killed_one(emulator: Emu
         assert again[LOGINS_OK] == 0
     finally:
         stop(portal.process)
+    assert list(folder.glob("counter_*.db")), "a folder the operator named is left as it is"
+
+
+def test_a_metrics_folder_gunicorn_made_is_removed_when_it_exits(emulator: Emulator, tmp_path: Path) -> None:
+    port = PORTAL_PORTS[0]
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    # No folder named: gunicorn makes one in TMPDIR.
+    settings = portal_settings(emulator, "portal-test", port, GUNICORN_WORKERS="1", PROMETHEUS_MULTIPROC_DIR="",
+                               TMPDIR=str(temporary))
+    portal = start_portal(tmp_path, port, settings)
+    try:
+        assert requests.get(f"{portal.url}/healthz", timeout=10).status_code == 200
+        [made] = temporary.glob("mediaflow-portal-metrics-*")
+        assert list(made.glob("counter_*.db"))
+    finally:
+        stop(portal.process)
+    assert portal.process.returncode == 0
+    assert list(temporary.iterdir()) == []
