@@ -46,12 +46,13 @@ def test_metrics_are_the_sum_over_workers_and_outlive_a_killed_one(emulator: Emu
     portal = start_portal(tmp_path, port, settings)
     try:
         browser = http_login(portal.url)
-        emulator.fault(endpoint="api", kind="delay", delay=2.0, count=2)
+        # Two 3-s pages: served together in well under 6 s, one after the other in 6 s or more.
+        emulator.fault(endpoint="api", kind="delay", delay=3.0, count=2)
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=2) as pool:
             pages = list(pool.map(lambda _: browser.get(f"{portal.url}/account", timeout=30).status_code, range(2)))
         assert pages == [200, 200]
-        assert time.monotonic() - started < 3.5, "the two slow pages ran one after the other: one worker served both"
+        assert time.monotonic() - started < 5, "the two slow pages ran one after the other: one worker served both"
         for _ in range(20):
             assert requests.get(f"{portal.url}/healthz", timeout=10).status_code == 200
         before = scrape(portal)
