@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from flask import Flask, request, session
 from flask.sessions import NullSession
 from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
 from werkzeug.exceptions import SecurityError
-from werkzeug.wrappers import Response
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 # Plain lines rather than Flask-Talisman: the portal needs a few fixed headers, and Talisman's other
 # jobs (forcing HTTPS, HSTS) belong to the TLS-terminating proxy in front of it.
@@ -30,6 +35,32 @@ HEADERS = {
     # Static files set their own. No "Pragma": RFC 9111 (5.4) deprecates it and it means nothing in responses.
     "Cache-Control": "no-store",
 }
+
+
+class DefaultHeaders:
+    """WSGI middleware: each of the default headers that the response does not already have, error pages included.
+
+    Below Flask rather than in an after_request hook: Werkzeug checks every header a response is given
+    and checks them all again when it hands them to the server; these are constants, checked here once.
+    """
+
+    def __init__(self, app: WSGIApplication, headers: Mapping[str, str], gate_path: str) -> None:
+        self.app = app
+        self.defaults = [(name.lower(), (name, value)) for name, value in headers.items()]
+        # nginx keeps only the status and X-Auth-Request-* headers of /auth, on every request to an app: no page.
+        self.gate_path = gate_path
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == self.gate_path:
+            return self.app(environ, start_response)
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
+                  ) -> Callable[[bytes], object]:
+            present = {name.lower() for name, _value in headers}
+            headers.extend(header for name, header in self.defaults if name not in present)
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, start)
 
 
 # A signed CSRF token is reused for this long (WTF_CSRF_TIME_LIMIT is an hour), for this many sessions per worker.
@@ -88,12 +119,4 @@ def init_app(app: Flask) -> None:
     headers = HEADERS | {"Content-Security-Policy": "; ".join(
         f"{name} {images if name == 'img-src' else value}" for name, value in CSP.items())}
 
-    @app.after_request
-    def default_headers(response: Response) -> Response:
-        if request.endpoint == "gate.auth":
-            # nginx keeps only its status and X-Auth-Request-* headers, on every request to an app: no page here.
-            return response
-        # setdefault, in one pass: Werkzeug's Headers.setdefault reads all headers again for each name.
-        present = {name.lower() for name, _value in response.headers}
-        response.headers.extend([(name, value) for name, value in headers.items() if name.lower() not in present])
-        return response
+    app.wsgi_app = DefaultHeaders(app.wsgi_app, headers, app.config["GATE_AUTH_PATH"])  # type: ignore[method-assign]
