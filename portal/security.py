@@ -69,19 +69,30 @@ MAX_SIGNED_TOKENS = 10_000
 
 
 def init_app(app: Flask) -> None:
-    """Refuse untrusted hosts first; check CSRF tokens on unsafe requests; give responses the default headers."""
-
-    @app.before_request
-    def refuse_untrusted_host() -> None:
-        # Flask raises a Host outside TRUSTED_HOSTS only when it dispatches: no other hook may run first.
-        if isinstance(request.routing_exception, SecurityError):
-            raise request.routing_exception
+    """Refuse untrusted hosts first, then check CSRF tokens on unsafe requests; give responses the default headers."""
     # Flask-WTF's own hook looks up the view's exemptions before it looks at the method, on every GET too;
     # the portal exempts nothing, so it asks for the check on unsafe methods only.
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
-    csrf = CSRFProtect(app)
-    # Flask-WTF's list of methods that must carry a token: POST, PUT, PATCH and DELETE unless configured.
-    checked_methods = app.config["WTF_CSRF_METHODS"]
+    csrf = CSRFProtect()
+
+    # Registered before csrf.init_app adds Flask-WTF's own hook: one hook for both checks, the Host first.
+    @app.before_request
+    def check_request() -> None:
+        # Flask raises a Host outside TRUSTED_HOSTS only when it dispatches: no other hook may run first.
+        if isinstance(request.routing_exception, SecurityError):
+            raise request.routing_exception
+        # Flask-WTF's list of methods that must carry a token: POST, PUT, PATCH and DELETE unless configured.
+        unsafe = request.method in app.config["WTF_CSRF_METHODS"]
+        # No endpoint: the URL or method matched no view, and the 404 or 405 says more than a CSRF error.
+        # A session the store failed to load holds no token: auth.load_session's 503 says more, too.
+        if unsafe and request.endpoint and not isinstance(session, NullSession):
+            try:
+                csrf.protect()
+            except ValueError:
+                # Flask-WTF's https check parses the Referer, and a malformed port raises.
+                raise CSRFError("The referrer header is malformed.") from None
+
+    csrf.init_app(app)
 
     # Flask-WTF signs the session's token again for every page (a timestamp and an HMAC), about a third of
     # rendering the home page. Each worker keeps the signed form a few minutes: it stays the same token
@@ -103,17 +114,6 @@ def init_app(app: Flask) -> None:
 
     # Flask-WTF offers its csrf_token() to templates through a context processor: a later one replaces it.
     app.context_processor(lambda: {"csrf_token": csrf_token})
-
-    @app.before_request
-    def check_csrf() -> None:
-        # No endpoint: the URL or method matched no view, and the 404 or 405 says more than a CSRF error.
-        # A session the store failed to load holds no token: auth.load_session's 503 says more, too.
-        if request.method in checked_methods and request.endpoint and not isinstance(session, NullSession):
-            try:
-                csrf.protect()
-            except ValueError:
-                # Flask-WTF's https check parses the Referer, and a malformed port raises.
-                raise CSRFError("The referrer header is malformed.") from None
 
     images = " ".join([CSP["img-src"], *app.config["MEDIAFLOW_PREVIEW_ORIGINS"]])
     headers = HEADERS | {"Content-Security-Policy": "; ".join(
