@@ -117,7 +117,8 @@ def init_app(app: Flask) -> Metrics:
     @app.before_request
     def note_route() -> None:
         # Registered before every other hook, so it runs even when one of them answers early.
-        request.environ[ROUTE_KEY] = request.url_rule.rule if request.url_rule else UNMATCHED
+        rule = request.url_rule
+        request.environ[ROUTE_KEY] = rule.rule if rule else UNMATCHED
 
     networks = [ipaddress.ip_network(network) for network in app.config["METRICS_ALLOW_FROM"]]
     app.wsgi_app = MetricsMiddleware(app.wsgi_app, metrics, make_wsgi_app(exposed),  # type: ignore[method-assign]
