@@ -497,7 +497,28 @@ def main() -> None:
         rows.append(("7 auth_request's cost per protected request",
                      f"p50 +{added:.2f} ms; throughput {gate_ratio:.2f} of nginx without auth_request "
                      "(CPU above: nginx's worker only)", f"{gate_ratio:.2f}"))
+    print_table(rows)
 
+
+def main_targets() -> None:
+    """Only the rows with a speed target: the Redis-backed page and /auth, each against its bare route."""
+    with running_stack() as stack:
+        print("bench: measuring the rows with a speed target (about 2 minutes)…", flush=True)
+        redis_page = Target(f"{stack.urls['redis-portal']}/session",
+                            cookie_header(log_in(stack.urls["redis-portal"])), stack.masters["redis-portal"])
+        runs = interleaved({
+            "bare": Target(f"{stack.urls['bare']}/session", None, stack.masters["bare"]),
+            "redis": redis_page,
+            "auth": Target(f"{stack.urls['redis-portal']}/auth", redis_page.cookie, redis_page.master),
+            "bare-auth": Target(f"{stack.urls['bare']}/auth", None, stack.masters["bare"]),
+        })
+    print_table([("1 throughput: bare Flask route", *summary(runs["bare"])),
+                 ("1 throughput: portal, Redis backend", *summary(runs["redis"], runs["bare"])),
+                 ("6 gate: bare route answering 202", *summary(runs["bare-auth"])),
+                 ("6 gate: /auth, Redis backend (vs bare 202)", *summary(runs["auth"], runs["bare-auth"]))])
+
+
+def print_table(rows: list[tuple[str, str, str]]) -> None:
     width = max(len(r[0]) for r in rows)
     print(f"\nworkers={WORKERS} threads={THREADS}; wrk -t1 -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s, "
           f"{ROUNDS} interleaved rounds, medians; ratios are per round, against the bare route; "
@@ -508,4 +529,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m bench.run --targets`: only the two rows with a speed target, for a quick check (not a recorded run).
+    if "--targets" in sys.argv[1:]:
+        main_targets()
+    else:
+        main()

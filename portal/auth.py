@@ -206,8 +206,8 @@ def load_session() -> Any:
         g.tokens = service.fresh(key)
     except SessionEnded as ended:
         return _session_ended("mediaflow", ended.cause)
-    g.user = saved.get("user")
-    refusal = gate.policy().refusal(g.user)
+    user = g.user = saved.get("user")
+    refusal = gate.policy().refusal(user)
     if refusal:
         # Started under allow-lists that named this user; the current ones do not.
         return _session_ended("refused", "allow_lists", refusal)

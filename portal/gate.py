@@ -219,6 +219,9 @@ def safe_absolute_next(value: str | None) -> str | None:
 
 def _text(value: Any) -> str:
     """A fact from /me as text: strings and numbers only (a bool or a list is no name)."""
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        return ""
-    return str(value).strip()
+    # Strings first: /auth asks this of each of the user's facts on every request.
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return ""

@@ -117,7 +117,8 @@ def init_app(app: Flask) -> Metrics:
     @app.before_request
     def note_route() -> None:
         # Registered before every other hook, so it runs even when one of them answers early.
-        request.environ[ROUTE_KEY] = request.url_rule.rule if request.url_rule else UNMATCHED
+        rule = request.url_rule
+        request.environ[ROUTE_KEY] = rule.rule if rule else UNMATCHED
 
     networks = [ipaddress.ip_network(network) for network in app.config["METRICS_ALLOW_FROM"]]
     app.wsgi_app = MetricsMiddleware(app.wsgi_app, metrics, make_wsgi_app(exposed),  # type: ignore[method-assign]
@@ -145,6 +146,8 @@ class MetricsMiddleware:
         self.metrics = metrics
         self.exposition = exposition
         self.allowed = allowed
+        # labels() checks and converts its values on every call: each route and status keeps its own pair.
+        self.counted: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
@@ -163,8 +166,13 @@ class MetricsMiddleware:
             return self.app(environ, start)
         finally:
             route = environ.get(ROUTE_KEY, UNMATCHED)
-            self.metrics.requests.labels(route, status).inc()
-            self.metrics.request_duration.labels(route).observe(time.perf_counter() - started)
+            counted = self.counted.get((route, status))
+            if counted is None:
+                counted = self.counted[route, status] = (self.metrics.requests.labels(route, status),
+                                                         self.metrics.request_duration.labels(route))
+            requests, duration = counted
+            requests.inc()
+            duration.observe(time.perf_counter() - started)
 
 
 def may_scrape(environ: WSGIEnvironment, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:

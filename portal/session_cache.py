@@ -5,8 +5,9 @@ client-side caching removes it safely. Each worker opens one redis-py PubSub con
 asks for its own id (CLIENT ID), turns on CLIENT TRACKING in broadcast mode with REDIRECT to that
 id, and subscribes to __redis__:invalidate. From then on Redis publishes an "invalidate" message
 there whenever a key under the session prefix changes, expires or is deleted, by any worker of any
-replica (a null key list for FLUSHDB and FLUSHALL). Before each lookup the worker reads the
-messages that have arrived, with PubSub.get_message(timeout=0). Redis sends a message in the same
+replica (a null key list for FLUSHDB and FLUSHALL). Before each lookup the worker asks the
+connection whether anything has arrived (its can_read(timeout=0), a poll of the socket) and reads
+what has with PubSub.get_message, under the cache's lock. Redis sends a message in the same
 turn of its event loop as its reply to the write, so by the time anything can follow a logout (the
 browser's next request, on whatever replica), the message waits on every worker's socket.
 
@@ -160,8 +161,15 @@ class SessionCache:
         """Apply the messages Redis has published; False when records cannot be tracked just now."""
         if self._pubsub is None or self._pid != os.getpid():
             return False
+        connection = self._pubsub.connection
+        assert connection is not None  # set when the cache subscribed
         try:
-            while (message := self._pubsub.get_message(timeout=0)) is not None:
+            # The connection's own readiness check first, under the lock like every read: most lookups find
+            # nothing, and get_message would go through its command machinery to learn the same.
+            while connection.can_read(timeout=0):
+                message = self._pubsub.get_message(timeout=0)
+                if message is None:
+                    break
                 self._invalidated(message)
         except (redis.RedisError, OSError) as error:
             self._lost(now, error.__class__.__name__)

@@ -117,7 +117,11 @@ class StoreGuard:
         if not session.modified:
             # With SESSION_REFRESH_EACH_REQUEST off, Flask-Session would only add this header: skip the rest.
             if session.accessed:
-                response.vary.add("Cookie")
+                # response.vary parses the header into a set and writes it back: only worth it to merge with a view's.
+                if response.headers.getlist("Vary"):
+                    response.vary.add("Cookie")
+                else:
+                    response.headers.add("Vary", "Cookie")
             return
         try:
             super().save_session(app, session, response)  # type: ignore[misc]

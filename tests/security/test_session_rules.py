@@ -98,6 +98,19 @@ def test_a_view_that_sets_its_own_headers_keeps_them_once(make_app: Callable[...
     assert response.headers.getlist("X-Content-Type-Options") == ["nosniff"]  # the defaults it did not set
 
 
+@pytest.mark.parametrize(("own", "sent"), [(None, ["Cookie"]), ("Accept-Encoding", ["Accept-Encoding, Cookie"])])
+def test_pages_vary_by_cookie_in_one_header(make_app: Callable[..., Flask], own: str | None, sent: list[str]) -> None:
+    app = make_app()
+
+    @app.get("/own-vary")
+    def own_vary() -> Any:
+        return "media", 200, {"Vary": own} if own else {}
+
+    client = app.test_client()
+    portal_login(client)
+    assert client.get("/own-vary").headers.getlist("Vary") == sent
+
+
 # Over https Flask-WTF also wants the POST's Referer to be the portal itself (WTF_CSRF_SSL_STRICT): a token
 # alone is not enough. Referrer-Policy: same-origin is what lets a browser send it (tests/browser/test_https.py).
 @pytest.mark.parametrize(
