@@ -38,6 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 REPLICAS, WORKERS, THREADS = 2, "2", "4"
 TOKEN_SECONDS = 30
+# A worker whose resident memory grows this much over the run is reported as a missed target.
+MAX_GROWTH = 0.10
 CLIENT_SECRET = "soak-secret-0123456789"
 # Bounds, so a typo cannot start an hour-long run or a flood: the soak is loopback only.
 LIMITS = {"seconds": (10, 3600), "sessions": (1, 1000), "rate": (1.0, 500.0)}
@@ -205,16 +207,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     seconds = int(bounded("seconds", args.seconds))
     sessions = int(bounded("sessions", args.sessions))
-    rate = bounded("rate", args.rate or sessions / 4)
+    # At least one request a second in all, however few the sessions.
+    rate = bounded("rate", args.rate or max(sessions / 4, 1.0))
     work = Path(tempfile.mkdtemp(prefix="portal-soak-"))
     try:
         with running_stack(work) as stack:
-            report(stack, seconds, sessions, rate)
+            missed = report(stack, seconds, sessions, rate)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if missed:
+        sys.exit(f"\nsoak: missed: {', '.join(missed)}")
+    print("\nsoak: every target met")
 
 
-def report(stack: Stack, seconds: int, sessions: int, rate: float) -> None:
+def report(stack: Stack, seconds: int, sessions: int, rate: float) -> list[str]:
+    """Run the soak and print its report; return the targets it missed."""
     print(f"soak: {sessions} sessions, {REPLICAS} replicas of {WORKERS} workers ({THREADS} threads), tokens of "
           f"{TOKEN_SECONDS} s that rotate, {rate:g} requests/s for {seconds} s", flush=True)
     people = []
@@ -269,6 +276,11 @@ def report(stack: Stack, seconds: int, sessions: int, rate: float) -> None:
         growth = f"{(end - rss_start[pid]) / rss_start[pid] * 100:+.1f} %" if end else "(gone: restarted)"
         print(f"replica {replica} {pid:<7} {rss_start[pid] / 1024:>8.1f} MiB {end / 1024 if end else 0:>8.1f} MiB"
               f"   {growth}")
+    worst_growth = max(((rss_end[pid] - rss_start[pid]) / rss_start[pid] for pid in rss_end), default=0.0)
+    missed = {"errors": sum(tally.errors.values()) > 0 or log_errors > 0, "sessions lost": kept < sessions,
+              "refresh-token reuse": stats["reuse_detected"] > 0, "a worker restarted": len(rss_end) < len(workers),
+              f"RSS growth of {MAX_GROWTH:.0%} or more": worst_growth >= MAX_GROWTH}
+    return [target for target, failed in missed.items() if failed]
 
 
 if __name__ == "__main__":
