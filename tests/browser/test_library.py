@@ -143,7 +143,7 @@ def test_browse_a_folder_page_through_it_open_a_file_and_download_it(page: Page,
     problems = watch(page)
     log_in(page, portal)
     page.get_by_role("link", name="Browse the library").click()
-    assert page.title() == "Library · Mediaflow Portal"
+    expect(page).to_have_title("Library · Mediaflow Portal")
     tree = page.get_by_role("navigation", name="Folders")
     expect(tree.get_by_role("link", name="Brand assets")).to_be_hidden()
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 import requests
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import assert_accessible, log_in, sign_in, sign_in_and_land, text
 from tests.support import Emulator, Portal
@@ -19,7 +19,7 @@ def test_log_in_from_the_landing_page_and_see_your_name(page: Page, portal: Port
     assert page.title() == "Welcome · Mediaflow Portal"
     assert_accessible(page)
     page.get_by_role("link", name="Log in with Mediaflow").click()
-    assert page.title() == "Sign in · Mediaflow emulator"
+    expect(page).to_have_title("Sign in · Mediaflow emulator")  # waits for the navigation the click starts
     assert "Local Mediaflow emulator" in text(page)
     assert_accessible(page)
     sign_in(page)
@@ -35,7 +35,7 @@ def test_pressing_deny_shows_a_clear_message(page: Page, portal: Portal) -> None
     page.goto(f"{portal.url}/")
     page.get_by_role("link", name="Log in with Mediaflow").click()
     page.get_by_role("button", name="Deny").click()
-    assert page.title() == "Login cancelled · Mediaflow Portal"
+    expect(page).to_have_title("Login cancelled · Mediaflow Portal")
     assert "You did not allow the login" in text(page)
     assert page.get_by_role("link", name="Start again").is_visible()
     assert_accessible(page)
