@@ -3,18 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
+from typing import Any
 
-from werkzeug.serving import WSGIRequestHandler, run_simple
+from flask import Flask
+from gunicorn.app.base import BaseApplication
 
 from . import create_app
 from .config import ConfigError, default_config, load_config
 
 
-class KeepAliveHandler(WSGIRequestHandler):
-    """HTTP/1.1, so a client's connection stays open between calls, as Mediaflow's does."""
+class Server(BaseApplication):
+    """gunicorn, in one process with threads: the emulator's state lives in that process's memory.
 
-    protocol_version = "HTTP/1.1"
+    Not Werkzeug's development server, which closes the connection after every answer: Mediaflow keeps
+    its connections open, and a portal page timed against the emulator should not pay a connect per call.
+    """
+
+    def __init__(self, app: Flask, bind: str) -> None:
+        self.application, self.bind = app, bind
+        super().__init__()
+
+    def load_config(self) -> None:
+        # Only these: gunicorn's own config file and GUNICORN_CMD_ARGS belong to the portal, not to this.
+        for name, value in {"bind": self.bind, "workers": 1, "worker_class": "gthread", "threads": 64,
+                            "keepalive": 5, "graceful_timeout": 2, "loglevel": "warning",
+                            "accesslog": None}.items():
+            self.cfg.set(name, value)
+
+    def load(self) -> Any:
+        return self.application
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,14 +49,18 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"emulator: {error}", file=sys.stderr)
         return 2
-    print(f"Mediaflow emulator on http://{args.host}:{args.port} ({config.source}); "
-          f"users: {', '.join(u.username for u in config.users)}", flush=True)
+    # Tried here first: gunicorn would retry a port in use for five seconds, then stop with its own lines.
     try:
-        run_simple(args.host, args.port, create_app(config, args.public_url), threaded=True,
-                   request_handler=KeepAliveHandler)
+        with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((args.host, args.port))
     except OSError as error:
         print(f"emulator: cannot listen on {args.host}:{args.port}: {error.strerror}", file=sys.stderr)
         return 2
+    print(f"Mediaflow emulator on http://{args.host}:{args.port} ({config.source}); "
+          f"users: {', '.join(u.username for u in config.users)}", flush=True)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    Server(create_app(config, args.public_url), f"{host}:{args.port}").run()
     return 0
 
 

@@ -88,7 +88,8 @@ class Faults:
 
 def drop_connection(environ: dict[str, Any]) -> None:
     """Shut the client's socket so it sees the connection close with no response."""
-    sock = environ.get("werkzeug.socket")
+    # gunicorn's name for it (python -m emulator), or Werkzeug's (its development server).
+    sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
     if isinstance(sock, socket.socket):
         sock.shutdown(socket.SHUT_RDWR)
 

@@ -7,13 +7,15 @@ the session store; files and their details are always asked for.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, abort, current_app, redirect, render_template, request, session
+from flask import Blueprint, Flask, abort, current_app, redirect, render_template, request, session, url_for
 from werkzeug.routing import IntegerConverter, Map
 from werkzeug.wrappers import Response
 
@@ -32,6 +34,8 @@ LANGUAGES = ["en-GB", "sv-SE", "fi-FI", "nb-NO", "de-DE"]
 MAX_RESULTS = 100
 # Longer URLs from Mediaflow are not believed: no browser or proxy takes them whole anyway.
 MAX_URL_LENGTH = 8192
+# What a browser would read differently from how Mediaflow wrote it.
+NOT_IN_URL = re.compile(r"[\\\r\n\t ]")
 SORTS = {"filename": "Name", "uploaded": "Upload date", "filesize": "Size"}
 ORDERS = {"asc": "Ascending", "desc": "Descending"}
 # What a grid of previews shows; `fields` names are lowercase (mediaflow-api.md).
@@ -73,6 +77,27 @@ def init_app(app: Flask) -> None:
     app.url_map.converters["mediaflow_id"] = MediaflowId
     app.register_blueprint(bp)
     app.add_template_filter(file_size)
+    app.add_template_global(link)
+
+
+def link(endpoint: str, **value: int) -> str:
+    """url_for(endpoint, name=id) for the dozens of files and folders on one page.
+
+    url_for costs as much as the rest of a card, so each endpoint's URL is built once (per script
+    root) with the id 0, and only the id, always its last segment, is put in after that.
+    """
+    [(name, number)] = value.items()
+    head = _url_head(endpoint, name, request.script_root)
+    return f"{head}{number}"
+
+
+@lru_cache(maxsize=64)
+def _url_head(endpoint: str, name: str, script_root: str) -> str:
+    values: dict[str, Any] = {name: 0}
+    built = url_for(endpoint, **values)
+    if not built.endswith("/0"):
+        raise ValueError(f"link() needs {endpoint}'s {name} as the URL's last segment, not {built}")
+    return built[:-1]
 
 
 @bp.get("/library")
@@ -244,10 +269,11 @@ class FileCard:
 
 
 def summaries(files: list[Any]) -> list[FileCard]:
-    return [summary(item) for item in files if isinstance(item, dict) and _is_id(item.get("id"))]
+    return [card(item) for item in files if isinstance(item, dict) and _is_id(item.get("id"))]
 
 
-def summary(item: dict[str, Any]) -> FileCard:
+def card(item: dict[str, Any]) -> FileCard:
+    """What a grid of previews shows of a file: one preview, and no file-page extras."""
     kind = item.get("type")
     kind = kind if isinstance(kind, dict) else {"type": kind}
     size = item.get("filesize")
@@ -260,8 +286,16 @@ def summary(item: dict[str, Any]) -> FileCard:
         size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
         uploaded=_text(item.get("uploaded"))[:10],
         thumb=_preview(item.get("thumbPreview")),
-        preview=_preview(item.get("mediumPreview")) or _preview(item.get("smallPreview")),
+        preview=None,
         gdpr_ok=item.get("gdprStatus") in (None, "OK"),
+    )
+
+
+def summary(item: dict[str, Any]) -> FileCard:
+    """What a file's own page shows: the card, with the larger preview and the measures."""
+    return replace(
+        card(item),
+        preview=_preview(item.get("mediumPreview")) or _preview(item.get("smallPreview")),
         width=_measure(item.get("width")),
         height=_measure(item.get("height")),
         length=_measure(item.get("length")),
@@ -322,7 +356,7 @@ def _preview(url: Any) -> str | None:
 
 def _is_web_url(url: str, https: bool = False) -> bool:
     """An absolute http(s) URL a browser reads as Mediaflow wrote it: no user:password@, a valid port, not huge."""
-    if len(url) > MAX_URL_LENGTH or any(c in url for c in "\\\r\n\t "):
+    if len(url) > MAX_URL_LENGTH or NOT_IN_URL.search(url):
         return False
     try:
         parts = urlsplit(url)
