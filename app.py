@@ -17,6 +17,7 @@ from portal import (
     gate,
     health,
     library,
+    links,
     logs,
     mediaflow,
     metrics,
@@ -48,7 +49,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)  # type: ignore[method-assign]
 
     # 2. Extensions: redacted logs, Prometheus metrics (and /metrics), CSRF and security headers, Authlib's client
-    #    for Mediaflow, server-side sessions, the token service on the same store, and an HTTP session for
+    #    for Mediaflow, server-side sessions, the token service on the same store, and a connection pool for
     #    Mediaflow's API.
     logs.init_app(app)
     counts = metrics.init_app(app)
@@ -60,6 +61,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     if app.config["MEDIAFLOW_DEMO"]:
         app.logger.warning("Demo mode: signing in against the emulator at %s with its public demo client; "
                            "set MEDIAFLOW_CLIENT_ID for Mediaflow", app.config["MEDIAFLOW_TOKEN_URL"])
+
+    # For templates: the links every page repeats, and whether this is the demo.
+    links.init_app(app)
+    app.add_template_global(app.config["MEDIAFLOW_DEMO"], "demo_mode")
 
     # 3. Blueprints: login and logout, the pages, the media library, health checks, the gate for other apps (and who may
     #    enter); then the error pages.
@@ -75,9 +80,5 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     # 5. For scripts and servers: `flask --app app mediaflow password|refresh|me`.
     app.cli.add_command(cli.cli)
-
-    @app.context_processor
-    def portal_context() -> dict[str, Any]:
-        return {"demo_mode": app.config["MEDIAFLOW_DEMO"]}
 
     return app

@@ -11,11 +11,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, abort, current_app, redirect, render_template, request, session, url_for
+from flask import Blueprint, Flask, abort, current_app, redirect, render_template, request, session
 from werkzeug.routing import IntegerConverter, Map
 from werkzeug.wrappers import Response
 
@@ -77,27 +76,6 @@ def init_app(app: Flask) -> None:
     app.url_map.converters["mediaflow_id"] = MediaflowId
     app.register_blueprint(bp)
     app.add_template_filter(file_size)
-    app.add_template_global(link)
-
-
-def link(endpoint: str, **value: int) -> str:
-    """url_for(endpoint, name=id) for the dozens of files and folders on one page.
-
-    url_for costs as much as the rest of a card, so each endpoint's URL is built once (per script
-    root) with the id 0, and only the id, always its last segment, is put in after that.
-    """
-    [(name, number)] = value.items()
-    head = _url_head(endpoint, name, request.script_root)
-    return f"{head}{number}"
-
-
-@lru_cache(maxsize=64)
-def _url_head(endpoint: str, name: str, script_root: str) -> str:
-    values: dict[str, Any] = {name: 0}
-    built = url_for(endpoint, **values)
-    if not built.endswith("/0"):
-        raise ValueError(f"link() needs {endpoint}'s {name} as the URL's last segment, not {built}")
-    return built[:-1]
 
 
 @bp.get("/library")
