@@ -1,0 +1,46 @@
+"""links.link: the same URL as url_for, whatever the id, the script root or the endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask, url_for
+
+from portal.links import link
+
+CASES = [
+    ("pages.index", {}),
+    ("library.search", {}),
+    ("static", {"filename": "portal.css"}),
+    ("library.file", {"file_id": 7}),
+    ("library.file", {"file_id": -42}),
+    ("library.file", {"file_id": 2**63 - 1}),
+    ("library.folder", {"folder_id": 0}),
+    ("library.folder", {"folder_id": -(2**63)}),
+]
+
+
+@pytest.mark.parametrize("script_root", ["", "/portal"])
+@pytest.mark.parametrize(("endpoint", "values"), CASES)
+def test_link_is_url_for(make_app: Callable[..., Flask], script_root: str, endpoint: str,
+                         values: dict[str, Any]) -> None:
+    app = make_app()
+    with app.test_request_context("/", environ_overrides={"SCRIPT_NAME": script_root}):
+        assert link(endpoint, **values) == url_for(endpoint, **values)
+        assert link(endpoint, **values) == url_for(endpoint, **values)  # from what it kept
+
+
+def test_an_id_that_is_not_the_last_segment_is_refused(make_app: Callable[..., Flask]) -> None:
+    app = make_app()
+    with app.test_request_context("/"), pytest.raises(ValueError, match="last segment"):
+        link("library.download", file_id=1, format="2")
+
+
+def test_one_app_under_two_script_roots_keeps_each_apart(make_app: Callable[..., Flask]) -> None:
+    app = make_app()
+    for root in ["", "/portal", "", "/other"]:
+        with app.test_request_context("/", environ_overrides={"SCRIPT_NAME": root}):
+            assert link("library.file", file_id=3) == f"{root}/files/3"
+            assert link("pages.index") == f"{root}/"
