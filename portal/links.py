@@ -21,24 +21,30 @@ def init_app(app: Flask) -> None:
     app.add_template_global(link)
 
 
-def link(endpoint: str, **values: str | int) -> str:
-    """url_for(endpoint, **values), at most one of them an id (an int)."""
-    ids = [name for name, value in values.items() if isinstance(value, int)]
-    if not ids:
-        return _built(endpoint, values)
-    [name] = ids
-    head = _built(endpoint, {**values, name: 0})
-    if not head.endswith("/0"):
-        raise ValueError(f"link() takes {endpoint}'s {name} only as the URL's last segment, not as in {head}")
-    return f"{head[:-1]}{values[name]}"
-
-
-def _built(endpoint: str, values: dict[str, Any]) -> str:
+def link(endpoint: str, **values: Any) -> str:
+    """url_for(endpoint, **values), where values are either one id (an int) alone or no ids at all."""
     kept: dict[tuple[Any, ...], str] = current_app.extensions["portal_links"]
+    if len(values) == 1:
+        [(name, value)] = values.items()
+        if isinstance(value, int):
+            head = kept.get((endpoint, request.script_root, name))
+            if head is None:
+                zero: dict[str, Any] = {name: 0}
+                head = _keep(kept, (endpoint, request.script_root, name), url_for(endpoint, **zero))
+                if not head.endswith("/0"):
+                    raise ValueError(f"link() takes {endpoint}'s {name} only as the URL's last segment, not {head}")
+            return f"{head[:-1]}{value}"
     key = (endpoint, request.script_root, *values.items())
     url = kept.get(key)
     if url is None:
-        if len(kept) >= MAX_KEPT:
-            kept.clear()
-        url = kept[key] = url_for(endpoint, **values)
+        if any(isinstance(value, int) for value in values.values()):
+            raise ValueError(f"link() takes an id for {endpoint} alone, as the URL's last segment: use url_for")
+        url = _keep(kept, key, url_for(endpoint, **values))
+    return url
+
+
+def _keep(kept: dict[tuple[Any, ...], str], key: tuple[Any, ...], url: str) -> str:
+    if len(kept) >= MAX_KEPT:
+        kept.clear()
+    kept[key] = url
     return url

@@ -32,10 +32,15 @@ def test_link_is_url_for(make_app: Callable[..., Flask], script_root: str, endpo
         assert link(endpoint, **values) == url_for(endpoint, **values)  # from what it kept
 
 
-def test_an_id_that_is_not_the_last_segment_is_refused(make_app: Callable[..., Flask]) -> None:
+@pytest.mark.parametrize(("endpoint", "values"), [
+    ("library.download", {"file_id": 1, "format": "2"}),  # an id with a query
+    ("library.download", {"file_id": 1}),  # an id that is not the last segment
+])
+def test_an_id_it_cannot_put_last_is_refused(make_app: Callable[..., Flask], endpoint: str,
+                                             values: dict[str, Any]) -> None:
     app = make_app()
     with app.test_request_context("/"), pytest.raises(ValueError, match="last segment"):
-        link("library.download", file_id=1, format="2")
+        link(endpoint, **values)
 
 
 def test_one_app_under_two_script_roots_keeps_each_apart(make_app: Callable[..., Flask]) -> None:
