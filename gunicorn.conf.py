@@ -18,8 +18,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from prometheus_client import multiprocess
 
-from portal.config import DEFAULTS, ConfigError, check_bind, check_workers, configure, settings_from_env
+from portal.config import (
+    DEFAULTS,
+    ConfigError,
+    check_bind,
+    check_metrics_port,
+    check_workers,
+    configure,
+    settings_from_env,
+)
 from portal.logs import redact_logger
+from portal.metrics import serve_from_master
 from portal.redis_target import check_at_start
 
 try:
@@ -75,6 +84,7 @@ def on_starting(server):  # type: ignore[no-untyped-def]
         configure(config, os.path.join(os.path.dirname(os.path.abspath(__file__)), "instance"))
         check_workers(server.cfg.workers)
         check_bind(server.cfg.bind)
+        check_metrics_port(config["METRICS_PORT"], server.cfg.bind)
         # gunicorn itself would accept a certfile alone (key inside) or fail later on a keyfile alone.
         if bool(certfile) != bool(keyfile):
             raise ConfigError("GUNICORN_CERTFILE and GUNICORN_KEYFILE go together: set both to serve https, "
@@ -90,8 +100,34 @@ def on_starting(server):  # type: ignore[no-untyped-def]
               "/readyz says why until it does", file=sys.stderr)
 
 
+def when_ready(server):  # type: ignore[no-untyped-def]
+    # Here, once gunicorn listens and before it forks a worker: the workers inherit the socket, but never accept.
+    port, host = settings["METRICS_PORT"], settings["METRICS_BIND_HOST"]
+    if not port:
+        return
+    try:
+        serve_from_master(host, port)
+    except OSError as error:
+        if server.master_pid:
+            # Started by USR2 beside the old master, which keeps the port until it stops: serve without it.
+            server.log.error("The metrics are not served on %s:%s (%s) until gunicorn is restarted", host, port,
+                             error.strerror)
+            return
+        print(f"Mediaflow Portal cannot start: METRICS_PORT={port} on METRICS_BIND_HOST={host}: {error.strerror}",
+              file=sys.stderr)
+        remove_metrics_folder()
+        sys.exit(2)
+    server.log.info("Metrics of every worker at http://%s:%s/metrics", f"[{host}]" if ":" in host else host, port)
+
+
 def on_exit(server):  # type: ignore[no-untyped-def]
+    # Not one that a new master started by USR2 counts in.
+    if not server.reexec_pid:
+        remove_metrics_folder()
+
+
+def remove_metrics_folder() -> None:
+    """Remove the metrics folder if this file made it (on_exit): never one the operator named."""
     folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    # Not a folder the operator named, nor one that a new master started by USR2 counts in.
-    if folder == os.environ.get("MEDIAFLOW_PORTAL_MADE_METRICS_FOLDER") and not server.reexec_pid:
+    if folder == os.environ.get("MEDIAFLOW_PORTAL_MADE_METRICS_FOLDER"):
         shutil.rmtree(folder, ignore_errors=True)
