@@ -202,7 +202,7 @@ def describe(error: BaseException, client: redis.Redis | None = None) -> str:
                     "REDIS_CA_CERT and the host name in REDIS_URL")
         if isinstance(cause, MasterNotFoundError):
             # Not redis-py's text: it holds each Sentinel connection's whole repr.
-            return ("no Sentinel names a master: a failover in progress, or a wrong REDIS_SENTINEL_MASTER")
+            return "no Sentinel names a master: a failover in progress, or a wrong REDIS_SENTINEL_MASTER"
         cause = cause.__cause__ or cause.__context__
     return error.__class__.__name__
 
@@ -229,7 +229,7 @@ def _address(address: tuple[str, int]) -> str:
 
 
 def _at(client: redis.Redis | None) -> str:
-    """" at host:port" for REDIS_URL's server (nothing for a unix socket, which has no TLS)."""
+    """The " at host:port" of REDIS_URL's server in a message (nothing for a unix socket, which has no TLS)."""
     kwargs = client.connection_pool.connection_kwargs if client is not None else {}
     return f" at {_address((kwargs['host'], kwargs['port']))}" if kwargs.get("host") else ""
 
