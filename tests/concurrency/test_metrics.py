@@ -14,16 +14,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from portal.metrics import UNMATCHED
-from tests.support import (
-    PORTAL_PORTS,
-    Emulator,
-    Portal,
-    free_port,
-    http_login,
-    portal_settings,
-    start_portal,
-    stop,
-)
+from scripts.servers import free_port
+from tests.support import PORTAL_PORTS, Emulator, Portal, http_login, portal_settings, start_portal, stop
 
 pytestmark = pytest.mark.gunicorn
 
