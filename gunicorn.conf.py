@@ -1,6 +1,7 @@
 """gunicorn settings for the portal; each can be changed through the environment."""
 
 import logging
+import logging.config
 import os
 import shutil
 import sys
@@ -18,14 +19,33 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from prometheus_client import multiprocess
 
-from portal.config import DEFAULTS, ConfigError, check_bind, check_workers, configure, settings_from_env
-from portal.logs import redact_logger
+from portal.config import (
+    DEFAULTS,
+    ConfigError,
+    check_bind,
+    check_metrics_port,
+    check_workers,
+    configure,
+    settings_from_env,
+)
+from portal.logs import gunicorn_logging
+from portal.metrics import serve_from_master
 from portal.redis_target import check_at_start
+
+
+def say(level: int, message: str) -> None:
+    """A line of this file's own (a refusal, a warning at start) in LOG_FORMAT, through gunicorn's error log."""
+    log = logging.getLogger("gunicorn.error")
+    if not log.handlers:
+        # A setting that cannot be read stops the start before gunicorn sets up its logging (logconfig_dict).
+        logging.config.dictConfig(gunicorn_logging(os.environ.get("LOG_FORMAT") == "json"))
+    log.log(level, message)
+
 
 try:
     settings = DEFAULTS | settings_from_env()
 except ConfigError as error:
-    print(f"Mediaflow Portal cannot start: {error}", file=sys.stderr)
+    say(logging.ERROR, f"Mediaflow Portal cannot start: {error}")
     sys.exit(2)
 
 bind = settings["GUNICORN_BIND"]
@@ -39,19 +59,17 @@ keepalive = 5
 certfile = settings["GUNICORN_CERTFILE"]
 keyfile = settings["GUNICORN_KEYFILE"]
 
-# Logs go to stdout. The access log shows the path without its query string: a callback's
-# query holds the authorization code and state.
+# The error log goes to stderr, the access log to stdout; both through the portal's redacting filter, as JSON
+# lines with LOG_FORMAT=json (portal/logs.py). The access log shows the path without its query string: a
+# callback's query holds the authorization code and state.
 accesslog = "-"
 errorlog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms rid=%({x-request-id}o)s'
+logconfig_dict = gunicorn_logging(settings["LOG_FORMAT"] == "json",
+                                  (settings["MEDIAFLOW_CLIENT_SECRET"] or "", settings["SECRET_KEY"] or ""))
 
 # Forwarded headers are the app's business (ProxyFix with TRUSTED_PROXY_COUNT), not gunicorn's.
 forwarded_allow_ips = ""
-
-
-def post_fork(server, worker):  # type: ignore[no-untyped-def]
-    for name in ("gunicorn.error", "gunicorn.access"):
-        redact_logger(logging.getLogger(name))
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
@@ -75,23 +93,50 @@ def on_starting(server):  # type: ignore[no-untyped-def]
         configure(config, os.path.join(os.path.dirname(os.path.abspath(__file__)), "instance"))
         check_workers(server.cfg.workers)
         check_bind(server.cfg.bind)
+        check_metrics_port(config["METRICS_PORT"], server.cfg.bind)
         # gunicorn itself would accept a certfile alone (key inside) or fail later on a keyfile alone.
         if bool(certfile) != bool(keyfile):
             raise ConfigError("GUNICORN_CERTFILE and GUNICORN_KEYFILE go together: set both to serve https, "
                               "or neither")
     except ConfigError as error:
-        print(f"Mediaflow Portal cannot start: {error}", file=sys.stderr)
+        say(logging.ERROR, f"Mediaflow Portal cannot start: {error}")
         sys.exit(2)
     empty_metrics_folder(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     # Not a refusal: Redis may come up after the portal. A wrong CA or Sentinel name is named here, once.
     problem = check_at_start(config)
     if problem:
-        print(f"Mediaflow Portal: the session store does not answer at start ({problem}); pages answer 503 and "
-              "/readyz says why until it does", file=sys.stderr)
+        say(logging.WARNING, f"Mediaflow Portal: the session store does not answer at start ({problem}); pages "
+                             "answer 503 and /readyz says why until it does")
+
+
+def when_ready(server):  # type: ignore[no-untyped-def]
+    # Here, once gunicorn listens and before it forks a worker: the workers inherit the socket, but never accept.
+    port, host = settings["METRICS_PORT"], settings["METRICS_BIND_HOST"]
+    if not port:
+        return
+    try:
+        serve_from_master(host, port)
+    except OSError as error:
+        if server.master_pid:
+            # Started by USR2 beside the old master, which keeps the port until it stops: serve without it.
+            server.log.error("The metrics are not served on %s:%s (%s) until gunicorn is restarted", host, port,
+                             error.strerror)
+            return
+        say(logging.ERROR, f"Mediaflow Portal cannot start: METRICS_PORT={port} on METRICS_BIND_HOST={host}: "
+                           f"{error.strerror}")
+        remove_metrics_folder()
+        sys.exit(2)
+    server.log.info("Metrics of every worker at http://%s:%s/metrics", f"[{host}]" if ":" in host else host, port)
 
 
 def on_exit(server):  # type: ignore[no-untyped-def]
+    # Not one that a new master started by USR2 counts in.
+    if not server.reexec_pid:
+        remove_metrics_folder()
+
+
+def remove_metrics_folder() -> None:
+    """Remove the metrics folder if this file made it (on_exit): never one the operator named."""
     folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    # Not a folder the operator named, nor one that a new master started by USR2 counts in.
-    if folder == os.environ.get("MEDIAFLOW_PORTAL_MADE_METRICS_FOLDER") and not server.reexec_pid:
+    if folder == os.environ.get("MEDIAFLOW_PORTAL_MADE_METRICS_FOLDER"):
         shutil.rmtree(folder, ignore_errors=True)

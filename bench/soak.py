@@ -6,7 +6,8 @@ session). People log in, then each comes back every few seconds, to either repli
 steady rate in all: their home page, /session and the library's folder tree. Everything listens on
 127.0.0.1 only. The report: requests served, errors, sessions kept, refreshes per token renewal
 (exactly one is the target: the emulator's refresh grants against the renewals the sessions saw),
-p50 and p99 latency, and each worker's resident memory at the start and the end.
+p50 and p99 latency, and each worker's resident memory at the start and the end. SIGTERM or SIGINT
+(Ctrl-C) stops the load and every server it started, and exits with 128 + the signal's number.
 
     python -m bench.soak [--seconds 600] [--sessions 200] [--rate SESSIONS/4]
 """
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -46,6 +48,24 @@ LIMITS = {"seconds": (10, 3600), "sessions": (1, 1000), "rate": (1.0, 500.0)}
 # What each visit asks for, in turn: every other one /session, whose answer shows the token's last refresh.
 PAGES = ("/session", "/", "/session", "/library")
 LOAD_THREADS = 16
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Stopped(Exception):
+    """A stop signal arrived: unwinds the soak, so that every server it started is stopped on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_on_signals() -> None:
+    """Turn SIGTERM and SIGINT into Stopped: SIGTERM's default would end this process at once, its servers left."""
+    def raise_stopped(signum: int, frame: object) -> None:
+        raise Stopped(signum)
+
+    for number in STOP_SIGNALS:
+        signal.signal(number, raise_stopped)
 
 
 @dataclass
@@ -103,10 +123,17 @@ def running_stack(work: Path) -> Iterator[Stack]:
     except NotUp as error:
         sys.exit(f"soak: {error}")
     finally:
+        # Not interrupted again while it stops them: a second Ctrl-C would leave the rest running.
+        for number in STOP_SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
         for child in children:
             child.terminate()
         for child in children:
-            child.wait()
+            try:
+                child.wait(timeout=40)  # gunicorn's graceful stop: 30 s at most
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
 
 
 def rss_kib(pid: int) -> int:
@@ -161,17 +188,20 @@ def steady_load(stack: Stack, people: list[Person], rate: float, until: float, t
     """Each person comes back every len(people)/rate seconds, their visits spread evenly over that period."""
     period = len(people) / rate
     start = time.monotonic()
+    # Set when the soak is stopped early: the threads end after their current visit, not at `until`.
+    stopping = threading.Event()
 
     def run(mine: list[tuple[int, Person]]) -> None:
         browser = requests.Session()  # one keep-alive connection per replica and thread; cookies sent by hand
         schedule = sorted((start + index * period / len(people), index, person) for index, person in mine)
-        while schedule:
+        while schedule and not stopping.is_set():
             due, index, person = schedule.pop(0)
             if due >= until:
                 continue
             wait = due - time.monotonic()
             if wait > 0:
-                time.sleep(wait)
+                if stopping.wait(wait):
+                    break
             elif wait < -1:
                 with tally.lock:
                     tally.late += 1
@@ -182,10 +212,13 @@ def steady_load(stack: Stack, people: list[Person], rate: float, until: float, t
 
     threads = [threading.Thread(target=run, args=(list(enumerate(people))[number::LOAD_THREADS],))
                for number in range(LOAD_THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        stopping.set()
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -209,10 +242,14 @@ def main(argv: list[str] | None = None) -> None:
     sessions = int(bounded("sessions", args.sessions))
     # At least one request a second in all, however few the sessions.
     rate = bounded("rate", args.rate or max(sessions / 4, 1.0))
+    stop_on_signals()
     work = Path(tempfile.mkdtemp(prefix="portal-soak-"))
     try:
         with running_stack(work) as stack:
             missed = report(stack, seconds, sessions, rate)
+    except Stopped as stopped:
+        print(f"\nsoak: stopped by {stopped}; every server it started is stopped", flush=True)
+        sys.exit(128 + stopped.signum)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if missed:

@@ -113,6 +113,10 @@ SETTINGS = [
     # portal/metrics.py: Prometheus scrapes each replica directly.
     Setting("METRICS_ALLOW_FROM", _hosts, ["127.0.0.1/32", "::1/128"],
             "addresses or networks that may read `/metrics`"),
+    # Read by gunicorn.conf.py: its master serves the metrics of every worker on their own port.
+    Setting("METRICS_PORT", _integer, None,
+            "port on which gunicorn's master serves the metrics, summed over its workers"),
+    Setting("METRICS_BIND_HOST", _text, "127.0.0.1", "address the metrics port listens on"),
     # Who may enter (portal/gate.py): a person passes if any list that is set names them; none set, everyone.
     Setting("ALLOWED_CUSTOMER_IDS", _names, None, "Mediaflow `customerId` values (from `/me`) whose users may enter"),
     Setting("ALLOWED_EMAIL_DOMAINS", _names, None,
@@ -333,6 +337,28 @@ def _check_metrics(config: dict[str, Any]) -> None:
         except ValueError:
             raise ConfigError(f"METRICS_ALLOW_FROM={network!r} is not an IP address or network like 10.0.0.0/8 "
                               "(no host bits after the /), separated by commas") from None
+    port = config.get("METRICS_PORT")
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError(f"METRICS_PORT={port!r} is not a TCP port (1 to 65535)")
+    host = config["METRICS_BIND_HOST"]
+    if not (HOST_NAME.fullmatch(host) or _is_ip_address(host)):
+        raise ConfigError(f"METRICS_BIND_HOST={host!r} is not an IP address or host name like 127.0.0.1 or 0.0.0.0")
+
+
+def check_metrics_port(port: int | None, addresses: list[str]) -> None:
+    """Refuse a METRICS_PORT that gunicorn itself binds (GUNICORN_BIND): one of the two could not listen."""
+    taken = [address for address in addresses if not address.startswith(("unix:", "fd://"))
+             and address.rpartition(":")[2] == str(port)]
+    if port is not None and taken:
+        raise ConfigError(f"METRICS_PORT={port} is the port gunicorn serves the portal on ({taken[0]}): "
+                          "choose another for the metrics")
+
+
+def _is_ip_address(text: str) -> bool:
+    try:
+        return bool(ipaddress.ip_address(text.removeprefix("[").removesuffix("]")))
+    except ValueError:
+        return False
 
 
 def _is_origin(value: str) -> bool:

@@ -1,4 +1,4 @@
-"""Logging: one line per event on stdout, a request id on each, JSON on demand, secrets redacted."""
+"""Logging: one line per event on stdout, a request id on each, JSON on demand, secrets redacted; gunicorn's too."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, has_request_context, request
 
@@ -124,7 +124,32 @@ def init_app(app: Flask) -> None:
     app.wsgi_app = RequestIds(app.wsgi_app, trust_incoming=behind_proxy)  # type: ignore[method-assign]
 
 
-def redact_logger(logger: logging.Logger) -> None:
-    """Put the redacting filter on another logger's handlers (gunicorn's, see gunicorn.conf.py)."""
-    for handler in logger.handlers:
-        handler.addFilter(RedactingFilter())
+def gunicorn_logging(json_lines: bool, known: tuple[str, ...] = ()) -> dict[str, Any]:
+    """gunicorn's logconfig_dict (gunicorn.conf.py): its error log on stderr, its access log on stdout, as JSON
+    lines with json_lines, through the redacting filter; any other library's lines (the root logger) likewise."""
+    if json_lines:
+        error_format: dict[str, Any] = {"()": JsonFormatter}
+        access_format: dict[str, Any] = {"()": JsonFormatter}
+    else:
+        # gunicorn's own text formats.
+        error_format = {"format": "%(asctime)s [%(process)d] [%(levelname)s] %(message)s",
+                        "datefmt": "[%Y-%m-%d %H:%M:%S %z]"}
+        access_format = {"format": "%(message)s"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        # Read before the settings are checked: a value too short to be a secret would cut words apart.
+        "filters": {"redact": {"()": RedactingFilter, "known": tuple(value for value in known if len(value) >= 8)}},
+        "formatters": {"error": error_format, "access": access_format},
+        "handlers": {
+            "error": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "error",
+                      "filters": ["redact"]},
+            "access": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "access",
+                       "filters": ["redact"]},
+        },
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["error"], "propagate": False},
+            "gunicorn.access": {"level": "INFO", "handlers": ["access"], "propagate": False},
+        },
+        "root": {"level": "WARNING", "handlers": ["error"]},
+    }

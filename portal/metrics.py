@@ -3,6 +3,8 @@
 Under gunicorn, gunicorn.conf.py points PROMETHEUS_MULTIPROC_DIR at a folder it empties at start:
 prometheus_client then keeps each worker's numbers in files there, /metrics adds them up, and the
 files of a worker that died still count. Without it (flask run, tests) each app counts on its own.
+With METRICS_PORT, gunicorn's master serves them on that port (serve_from_master), and the public
+/metrics is the unknown path's 404 for everyone.
 Labels hold fixed words, route templates and status codes: never a path, an id, a user or a token.
 """
 
@@ -15,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from flask import Flask, current_app, request
-from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app, multiprocess, start_http_server
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -121,9 +123,24 @@ def init_app(app: Flask) -> Metrics:
         request.environ[ROUTE_KEY] = rule.rule if rule else UNMATCHED
 
     networks = [ipaddress.ip_network(network) for network in app.config["METRICS_ALLOW_FROM"]]
+    # With METRICS_PORT, gunicorn's master serves them on their own port: the public one has no /metrics for anyone,
+    # loopback included (a proxy on this host that adds no X-Forwarded-For passes everyone on as loopback).
+    own_port = bool(app.config.get("METRICS_PORT"))
     app.wsgi_app = MetricsMiddleware(app.wsgi_app, metrics, make_wsgi_app(exposed),  # type: ignore[method-assign]
-                                     lambda environ: may_scrape(environ, networks))
+                                     lambda environ: not own_port and may_scrape(environ, networks))
     return metrics
+
+
+def serve_from_master(host: str, port: int) -> None:
+    """Serve every worker's metrics, summed, on host:port from this process (gunicorn's master), in a thread.
+
+    prometheus_client's multiprocess mode as documented: a registry of its own holding only the
+    MultiProcessCollector, which reads the workers' files at each scrape; start_http_server answers any
+    path with them.
+    """
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    start_http_server(port, addr=host, registry=registry)
 
 
 def current() -> Metrics:

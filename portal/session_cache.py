@@ -22,7 +22,9 @@ while both point at the same one: after a failover the old master's connection b
 by Sentinel, or the session client moves first; either way the copies are dropped and tracking
 starts again on the new master. A planned failover breaks nothing until Sentinel demotes the old
 master, so each worker also asks a Sentinel which master it names, at most once a second; the
-answer moves the session client too.
+answer moves the session client too. One thread asks while the others go on; while no Sentinel
+answers, the question ends after each Sentinel's brief timeout with the master they last named
+(redis_target.SteadySentinel), and the copies stay: their tracking connection is on that master.
 
 redis-py's own client-side cache (cache_config) would do this for us, but it needs Redis 7.4 or
 later; Debian 12 ships 7.0.
@@ -155,7 +157,7 @@ class SessionCache:
                 self._target.server(self._store, ask=True)
             except (redis.RedisError, OSError) as error:
                 with self._lock:
-                    self._lost(now, describe(error), retry_after=RETRY_AFTER)
+                    self._lost(now, describe(error, self._store), retry_after=RETRY_AFTER)
 
     def _read_invalidations(self, now: float) -> bool:
         """Apply the messages Redis has published; False when records cannot be tracked just now."""
@@ -213,7 +215,7 @@ class SessionCache:
             client.close()
             with self._lock:
                 self._retry_at = now + RETRY_AFTER
-            log.warning("Session cache: cannot open the tracking connection to Redis (%s)", describe(error))
+            log.warning("Session cache: cannot open the tracking connection to Redis (%s)", describe(error, client))
             return
         assert pubsub.connection is not None  # set by the first command
         pubsub.connection.register_connect_callback(self._on_reconnect)

@@ -82,11 +82,14 @@ class StoreGuard:
     handlers; instead the request gets Flask's NullSession, and auth.load_session raises StoreUnavailable.
     """
 
+    # Set by the Flask-Session interface this is mixed into: a Redis client, or the file backend's cache.
+    client: Any
+
     def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
         try:
             session: SessionMixin | None = super().open_session(app, request)  # type: ignore[misc]
         except STORE_ERRORS as error:
-            log.error("The session store failed while loading a session (%s)", describe(error))
+            log.error("The session store failed while loading a session (%s)", describe(error, self.client))
             null: SessionMixin | None = self.make_null_session(app)  # type: ignore[attr-defined]
             return null
         if session is not None and not well_formed(dict(session)):
@@ -126,7 +129,7 @@ class StoreGuard:
         try:
             super().save_session(app, session, response)  # type: ignore[misc]
         except STORE_ERRORS as error:
-            log.error("The session store failed while saving a session (%s)", describe(error))
+            log.error("The session store failed while saving a session (%s)", describe(error, self.client))
             metrics.current().store_errors.inc()
             # The response would claim a change that was not stored: answer 503 instead.
             response.set_data(render_template("errors/store.html"))

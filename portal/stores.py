@@ -212,12 +212,12 @@ class RedisTokenStore:
         """True for the first caller only, on every worker of every replica, until ttl seconds have passed."""
         return bool(self._call(self.client.set, f"{self.prefix}claim:{name}", b"1", nx=True, ex=ttl))
 
-    @staticmethod
-    def _call(function: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
         except redis.exceptions.ConnectionError as error:
-            raise StoreUnavailable(f"the session store (Redis) cannot be reached ({describe(error)})") from None
+            raise StoreUnavailable(f"the session store (Redis) cannot be reached ({describe(error, self.client)})"
+                                   ) from None
         except redis.exceptions.TimeoutError:
             raise StoreUnavailable("the session store (Redis) did not answer in time") from None
         except redis.exceptions.RedisError as error:

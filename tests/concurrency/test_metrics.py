@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from portal.metrics import UNMATCHED
+from scripts.servers import free_port
 from tests.support import PORTAL_PORTS, Emulator, Portal, http_login, portal_settings, start_portal, stop
 
 pytestmark = pytest.mark.gunicorn
@@ -105,3 +108,57 @@ def test_a_metrics_folder_gunicorn_made_is_removed_when_it_exits(emulator: Emula
         stop(portal.process)
     assert portal.process.returncode == 0
     assert list(temporary.iterdir()) == []
+
+
+def test_metrics_port_serves_the_sum_over_workers_and_the_public_port_none(emulator: Emulator,
+                                                                          tmp_path: Path) -> None:
+    port, metrics_port = PORTAL_PORTS[0], free_port()
+    folder = tmp_path / "metrics"
+    settings = portal_settings(emulator, "portal-test", port, GUNICORN_WORKERS="2", GUNICORN_THREADS="1",
+                               SESSION_FILE_DIR=str(tmp_path / "sessions"), SESSION_FILESYSTEM_ALLOW_WORKERS="true",
+                               PROMETHEUS_MULTIPROC_DIR=str(folder), METRICS_PORT=str(metrics_port))
+    portal = start_portal(tmp_path, port, settings)
+    try:
+        browser = http_login(portal.url)
+        # Two 3-s pages at once, on one thread each: one per worker.
+        emulator.fault(endpoint="api", kind="delay", delay=3.0, count=2)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            pages = list(pool.map(lambda _: browser.get(f"{portal.url}/account", timeout=30).status_code, range(2)))
+        assert pages == [200, 200]
+        assert len(list(folder.glob("counter_*.db"))) == 2  # both workers counted
+
+        # The public port: the unknown path's 404, from loopback too, with or without a proxy's header.
+        unknown = requests.get(f"{portal.url}/nowhere", timeout=10)
+        for headers in ({}, {"X-Forwarded-For": "127.0.0.1"}):
+            public = requests.get(f"{portal.url}/metrics", headers=headers, timeout=10)
+            assert (public.status_code, public.text) == (404, unknown.text)
+
+        # The metrics port, from gunicorn's master: both workers' numbers added up.
+        answer = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+        assert answer.status_code == 200
+        samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                   for family in text_string_to_metric_families(answer.text) for sample in family.samples}
+        assert samples[requests_to("/account")] == 2
+        assert samples[LOGINS_OK] == 1
+        assert samples[requests_to(UNMATCHED, "404")] == 3  # /nowhere and the two refused /metrics
+        # It listens on METRICS_BIND_HOST (127.0.0.1 by default) only: not on another loopback address.
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.2:{metrics_port}/metrics", timeout=10)
+    finally:
+        stop(portal.process)
+    assert portal.process.returncode == 0
+    assert f"Metrics of every worker at http://127.0.0.1:{metrics_port}/metrics" in portal.logs()
+
+
+def test_a_metrics_port_already_taken_stops_gunicorn_with_one_line(emulator: Emulator, tmp_path: Path) -> None:
+    port = PORTAL_PORTS[0]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        metrics_port = taken.getsockname()[1]
+        settings = portal_settings(emulator, "portal-test", port, GUNICORN_WORKERS="1", METRICS_PORT=str(metrics_port))
+        with pytest.raises(RuntimeError, match="did not start") as refused:
+            start_portal(tmp_path, port, settings)
+    assert f"cannot start: METRICS_PORT={metrics_port} on METRICS_BIND_HOST=127.0.0.1: Address already in use" in (
+        str(refused.value))
+    assert "Booting worker" not in str(refused.value)

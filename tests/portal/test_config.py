@@ -22,6 +22,7 @@ from portal.config import (
     SETTINGS,
     ConfigError,
     check_bind,
+    check_metrics_port,
     sentinel_address,
     settings_from_env,
     trusted_hosts,
@@ -114,6 +115,9 @@ BAD = [
     # /metrics (portal/metrics.py): addresses and networks only; a network with host bits is a typo.
     ({"METRICS_ALLOW_FROM": ["127.0.0.1/32", "10.0.0.1/8"]}, "METRICS_ALLOW_FROM='10.0.0.1/8' is not an IP address"),
     ({"METRICS_ALLOW_FROM": ["prometheus.internal"]}, "METRICS_ALLOW_FROM='prometheus.internal' is not an IP"),
+    ({"METRICS_PORT": 0}, "METRICS_PORT=0 is not a TCP port"),
+    ({"METRICS_PORT": 70000}, "METRICS_PORT=70000 is not a TCP port"),
+    ({"METRICS_BIND_HOST": "http://127.0.0.1"}, "METRICS_BIND_HOST='http://127.0.0.1' is not an IP address"),
     ({"GATE_ALLOWED_REDIRECT_HOSTS": ["app.example", "https://evil.example"]},
      "GATE_ALLOWED_REDIRECT_HOSTS='https://evil.example' is not a host name"),
     ({"SESSION_COOKIE_DOMAIN": "com"}, "SESSION_COOKIE_DOMAIN='com' is not a domain with a dot"),
@@ -252,6 +256,22 @@ def test_demo_mode_binds_only_loopback_unless_asked_for(binds: list[str], env: d
             check_bind(binds, env)
     else:
         check_bind(binds, env)
+
+
+@pytest.mark.parametrize(
+    ("port", "binds", "refused"),
+    [(8000, ["0.0.0.0:8000"], True),
+     (8000, ["127.0.0.1:8001", "[::]:8000"], True),
+     (9100, ["0.0.0.0:8000"], False),
+     (8000, ["unix:/run/8000"], False),
+     (None, ["0.0.0.0:8000"], False)],
+)
+def test_the_metrics_port_is_not_gunicorns_own(port: int | None, binds: list[str], refused: bool) -> None:
+    if refused:
+        with pytest.raises(ConfigError, match=rf"^METRICS_PORT={port} is the port gunicorn serves the portal on"):
+            check_metrics_port(port, binds)
+    else:
+        check_metrics_port(port, binds)
 
 
 def test_demo_mode_logs_one_warning_at_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -53,6 +53,9 @@ ADDRESSES = [
     ("127.0.0.1", "not-an-address", {}, {}, False),
     ("127.0.0.1", None, {"Forwarded": "for=127.0.0.1"}, {}, False),
     ("", None, {}, {}, False),
+    # With METRICS_PORT gunicorn's master serves them on that port: the public port has none, for anyone.
+    ("127.0.0.1", None, {}, {"METRICS_PORT": 9100}, False),
+    ("10.0.0.5", None, {}, {"METRICS_PORT": 9100, "METRICS_ALLOW_FROM": ["10.0.0.0/8"]}, False),
 ]
 
 

@@ -3,14 +3,18 @@ Sentinel, with passwords and over TLS. The failover itself: tests/concurrency/te
 
 from __future__ import annotations
 
+import logging
+import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import requests
 from flask import Flask
 
-from portal.redis_target import RedisTarget
+from portal.redis_target import SENTINEL_TIMEOUT, RedisTarget, check_at_start, describe
 from portal.session_cache import SessionCache
 from tests.conftest import RedisServer, start_redis, start_sentinels
 from tests.support import PORTAL_PORTS, Emulator, portal_login, portal_settings, start_portal, stop
@@ -129,35 +133,46 @@ def misnamed_redis(tmp_path_factory: pytest.TempPathFactory, ca: Certificate) ->
 
 # where the certificate for another host is: the master REDIS_URL names, the master a Sentinel names, the Sentinel
 MISNAMED = ["master", "master behind Sentinel", "Sentinel"]
+# In every URL: TLS fails before the password is sent, and no message may show it.
+URL_PASSWORD = "url-password-0123"
 
 
 @pytest.mark.parametrize("misnamed", MISNAMED)
-def test_a_certificate_for_another_host_is_refused(make_app: Callable[..., Flask], tls_redis: RedisServer,
-                                                   misnamed_redis: RedisServer, ca: Certificate, tmp_path: Path,
-                                                   misnamed: str) -> None:
-    settings = {"REDIS_URL": misnamed_redis.url}
+def test_a_certificate_for_another_host_is_refused_naming_the_server(
+        make_app: Callable[..., Flask], tls_redis: RedisServer, misnamed_redis: RedisServer, ca: Certificate,
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], misnamed: str) -> None:
+    settings = {"REDIS_URL": misnamed_redis.url.replace("rediss://", f"rediss://:{URL_PASSWORD}@")}
     sentinels = None
     if misnamed != "master":
         master = misnamed_redis if misnamed == "master behind Sentinel" else tls_redis
         certificate = (make_certificate(tmp_path / "tls", hosts=("redis.other.example",), issuer=ca)
                        if misnamed == "Sentinel" else make_certificate(tmp_path / "tls", issuer=ca))
         sentinels = start_sentinels(tmp_path, master.port, replicas=0, count=1, tls=certificate, ca=ca)
-        settings = {"REDIS_URL": "rediss://main/0", "REDIS_SENTINELS": sentinels.setting.split(","),
+        settings = {"REDIS_URL": f"rediss://:{URL_PASSWORD}@main/0", "REDIS_SENTINELS": sentinels.setting.split(","),
                     "REDIS_SENTINEL_MASTER": "main"}
+    # What failed, and where: never "no Sentinel names a master" for a certificate.
+    where = {"master": f"Redis's TLS certificate was not accepted at 127.0.0.1:{misnamed_redis.port} (",
+             "master behind Sentinel": "TLS verification failed against the master Sentinel named, "
+                                       f"127.0.0.1:{misnamed_redis.port}: Redis's TLS certificate was not accepted (",
+             "Sentinel": f"TLS verification failed against the Sentinel at {sentinels.setting if sentinels else ''}: "
+                         "its certificate was not accepted ("}[misnamed]
     try:
         app = make_app(SESSION_BACKEND="redis", REDIS_CA_CERT=str(ca.cert), **settings)
+        # gunicorn's start-up check says it once, before any worker.
+        problem = check_at_start(app.config)
+        assert problem is not None and where in problem and "mismatch" in problem
         client = app.test_client()
         assert client.get("/login").status_code == 503
         ready = client.get("/readyz")
         assert ready.status_code == 503
-        if misnamed == "Sentinel":
-            assert "no Sentinel names a master" in ready.json["reason"]
-        else:
-            assert "Redis's TLS certificate was not accepted" in ready.json["reason"]
-            assert "mismatch" in ready.json["reason"]
+        assert where in ready.json["reason"]
+        assert "mismatch" in ready.json["reason"] and "REDIS_CA_CERT" in ready.json["reason"]
     finally:
         if sentinels is not None:
             sentinels.stop()
+    logged = capsys.readouterr().out
+    assert f"The session store failed while saving a session ({where}" in logged
+    assert URL_PASSWORD not in logged + problem + ready.text
 
 
 def test_a_login_works_through_sentinels_over_tls(make_app: Callable[..., Flask], tls_redis: RedisServer,
@@ -209,7 +224,8 @@ def test_sentinels_with_their_own_password_and_a_master_with_another(make_app: C
         if sentinel_password == "wrong-pw":
             assert client.get("/login").status_code == 503
             reason = client.get("/readyz").json["reason"]
-            assert "no Sentinel names a master" in reason and "REDIS_SENTINEL_PASSWORD" in reason
+            assert f"the Sentinel at {sentinels.setting} refused the password: check REDIS_SENTINEL_PASSWORD" in reason
+            assert sentinel_password not in reason and "sentinel-pw-0123" not in reason
             return
         assert portal_login(client).status_code == 302
         assert client.get("/session").status_code == 200
@@ -238,3 +254,64 @@ def test_gunicorn_names_a_wrong_ca_at_start_and_serves_503s(emulator: Emulator, 
     logs = portal.logs()
     assert logs.count("the session store does not answer at start (Redis's TLS certificate was not accepted") == 1
     assert "Traceback" not in logs
+
+
+# what the Sentinels do while the master they named keeps serving, and whether a new connection may go there
+SENTINELS_AWAY = [
+    ("paused", True),  # SIGSTOP: connections open, no answer; the master is fine
+    ("stopped", True),  # the processes are gone: connections refused
+    ("answer-master-down", False),  # they answer, and say the master is down: a failover, never the old master
+]
+
+
+@pytest.mark.parametrize(("away", "served"), SENTINELS_AWAY, ids=[row[0] for row in SENTINELS_AWAY])
+def test_while_no_sentinel_answers_new_connections_go_to_the_master_they_named(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, away: str, served: bool) -> None:
+    master = start_redis(tmp_path)
+    sentinels = start_sentinels(tmp_path, master.port, replicas=0, count=2, down_after_ms=500)
+    # MEDIAFLOW_CONNECT_TIMEOUT's 3 s would be each Sentinel's wait before; now at most SENTINEL_TIMEOUT.
+    target = RedisTarget("redis://main/0", sentinels=[("127.0.0.1", port) for port in sentinels.ports],
+                         master="main", timeout=3.0)
+    client = target.client()
+    try:
+        client.set("k", b"v")  # a Sentinel named the master
+        if away == "paused":
+            for process in sentinels.processes:
+                process.send_signal(signal.SIGSTOP)
+        elif away == "stopped":
+            for process in sentinels.processes:
+                stop(process)
+        else:
+            # Gone: a connection to the master they named would be refused, and say so; theirs is the answer.
+            stop(master.process)
+            deadline = time.monotonic() + 10
+            while not sentinels.clients[0].sentinel_master("main")["is_sdown"]:
+                assert time.monotonic() < deadline, "the Sentinel did not see the master down"
+                time.sleep(0.1)
+        waits = []
+        with caplog.at_level(logging.INFO, "portal.redis_target"):
+            for _ in range(3):
+                client.connection_pool.disconnect()  # each time a new connection, which asks the Sentinels
+                began = time.monotonic()
+                if served:
+                    assert client.get("k") == b"v"
+                else:
+                    with pytest.raises(redis.ConnectionError) as raised:
+                        client.get("k")
+                    assert describe(raised.value, client).startswith("no Sentinel names a master")
+                waits.append(time.monotonic() - began)
+        if served:
+            # The first asks both Sentinels (0.5 s each at most); the next ones take the known master at once.
+            assert waits[0] < 2 * SENTINEL_TIMEOUT + 0.5 and max(waits[1:]) < 0.2, waits
+            warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+            assert len(warnings) == 1 and warnings[0].startswith("Redis Sentinel: no Sentinel answers (")
+            assert f"the master they last named, 127.0.0.1:{master.port}" in warnings[0]
+    finally:
+        for process in sentinels.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+        client.close()
+        target.close()
+        sentinels.stop()
+        master.client.close()
+        stop(master.process)

@@ -136,3 +136,50 @@ def test_logs_of_a_login_a_refresh_and_every_error_hold_no_secret(portal: Portal
     assert '"GET /callback"' in logs, "the access log shows the callback without its query"
     leaked = sorted(s for s in secrets if s in logs)
     assert not leaked, f"{len(leaked)} secret value(s) reached the log"
+
+
+@pytest.mark.gunicorn
+def test_with_log_format_json_every_line_gunicorn_and_the_portal_write_is_json_without_a_secret(
+        emulator: Emulator, tmp_path: Path) -> None:
+    port = PORTAL_PORTS[1]
+    settings = portal_settings(emulator, "short", port, SESSION_FILE_DIR=str(tmp_path / "store"), LOG_FORMAT="json",
+                               GUNICORN_WORKERS="2", SESSION_FILESYSTEM_ALLOW_WORKERS="true")
+    portal = start_portal(tmp_path, port, settings)
+    secrets: set[str] = {emulator.secret("short"), settings["SECRET_KEY"]}
+    try:
+        browser = requests.Session()
+        login = browser.get(f"{portal.url}/login", allow_redirects=False, timeout=10)
+        params = query_of(sign_in(login.headers["Location"]).headers["Location"])
+        secrets.update(params.values())
+        assert browser.get(f"{portal.url}/callback?code={params['code']}&state={params['state']}",
+                           allow_redirects=False, timeout=10).status_code == 302
+        secrets.add(browser.cookies["mediaflow_portal"])
+        secrets |= stored_tokens(tmp_path / "store")
+        time.sleep(2.2)  # the 4-s token is due: a refresh
+        assert browser.get(f"{portal.url}/session", timeout=10).status_code == 200
+        secrets |= stored_tokens(tmp_path / "store")
+        assert browser.get(f"{portal.url}/callback?code=forged-code&state=forged-state", timeout=10).status_code == 400
+        assert requests.get(f"{portal.url}/nowhere?access_token=at-in-a-query", timeout=10).status_code == 404
+        assert requests.get(f"{portal.url}/metrics", timeout=10).status_code == 200
+        secrets |= {"forged-code", "forged-state", "at-in-a-query"}
+    finally:
+        stop(portal.process)  # gunicorn's shutdown lines too
+
+    lines = portal.logs().splitlines()
+    not_json = []
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            not_json.append(line)
+    assert not_json == [], f"{len(not_json)} of {len(lines)} lines are not JSON, the first: {not_json[0]!r}"
+    loggers = {record["logger"] for record in records}
+    assert {"gunicorn.error", "gunicorn.access", "portal.auth", "portal.audit"} <= loggers, loggers
+    messages = [record["message"] for record in records]
+    assert any(message.startswith("Starting gunicorn") for message in messages)
+    assert any(message.startswith("Shutting down") for message in messages)
+    assert any('"GET /callback" 302' in message for message in messages), "the access log, without the query"
+    assert all({"time", "level", "logger", "message"} <= set(record) for record in records)
+    leaked = sorted(secret for secret in secrets if secret in portal.logs())
+    assert not leaked, f"{len(leaked)} secret value(s) reached the log"

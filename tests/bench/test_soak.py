@@ -1,0 +1,81 @@
+"""`make soak` (bench/soak.py): stopped by a signal, it stops every server it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT, env_with, require_binary
+
+pytestmark = pytest.mark.gunicorn
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below pid, from /proc's children lists."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            children = {int(child) for task in Path(f"/proc/{parent}/task").iterdir()
+                        for child in (task / "children").read_text().split()}
+        except OSError:
+            continue  # gone meanwhile
+        todo += children - found
+        found |= children
+    return found
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie waiting for its parent."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# (signal, seconds after the servers answer): at once it lands in the logins; a second later in the first
+# round of visits (2 sessions at 1 request/s), while the load threads run.
+STOPS = [(signal.SIGTERM, 0.0), (signal.SIGTERM, 1.0), (signal.SIGINT, 1.0)]
+
+
+@pytest.mark.parametrize(("stop_signal", "after"), STOPS, ids=["SIGTERM-logging-in", "SIGTERM-under-load",
+                                                                "SIGINT-under-load"])
+def test_a_soak_stopped_by_a_signal_stops_every_server_it_started(tmp_path: Path, stop_signal: int,
+                                                                  after: float) -> None:
+    require_binary("redis-server", "redis-server")
+    soak = subprocess.Popen([sys.executable, "-m", "bench.soak", "--seconds", "10", "--sessions", "2"], cwd=ROOT,
+                            env=env_with(PYTHONPATH=str(ROOT), TMPDIR=str(tmp_path)), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    started: set[int] = set()
+    try:
+        assert soak.stdout is not None
+        # Its first line comes once Redis, the emulator and both replicas answer.
+        first = soak.stdout.readline()
+        assert first.startswith("soak: 2 sessions"), first
+        started = descendants(soak.pid)
+        # Redis, the emulator, and each replica's master and 2 workers.
+        assert len(started) >= 2 + 2 * 3, started
+        time.sleep(after)
+        soak.send_signal(stop_signal)
+        rest, _ = soak.communicate(timeout=60)
+        assert soak.returncode == 128 + stop_signal, rest
+        assert f"soak: stopped by {signal.Signals(stop_signal).name}" in rest
+        deadline = time.monotonic() + 10
+        while any(running(pid) for pid in started) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert {pid for pid in started if running(pid)} == set(), "servers left running after the soak stopped"
+        assert list(tmp_path.glob("portal-soak-*")) == [], "its working folder is left behind"
+    finally:
+        if soak.poll() is None:
+            soak.kill()
+            soak.wait()
+        for pid in started:  # what an older soak left behind: its own servers, by their ids
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
