@@ -26,10 +26,11 @@ class Server(BaseApplication):
         super().__init__()
 
     def load_config(self) -> None:
-        # Only these: gunicorn's own config file and GUNICORN_CMD_ARGS belong to the portal, not to this.
+        # Only these: gunicorn's own config file and GUNICORN_CMD_ARGS belong to the portal, not to this;
+        # nor does the control socket, one path per user that the portal's gunicorn would have to share.
         for name, value in {"bind": self.bind, "workers": 1, "worker_class": "gthread", "threads": 64,
                             "keepalive": 5, "graceful_timeout": 2, "loglevel": "warning",
-                            "accesslog": None}.items():
+                            "accesslog": None, "control_socket_disable": True}.items():
             self.cfg.set(name, value)
 
     def load(self) -> Any:
