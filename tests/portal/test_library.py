@@ -223,6 +223,24 @@ def test_the_folder_tree_is_kept_per_session_for_library_cache_seconds(
     assert api_calls(emulator).get("/1/foldertree", 0) == tree_calls
 
 
+@pytest.mark.parametrize(("later", "other_worker", "tree_calls"),
+                         [(59, False, 1), (59, True, 1), (61, False, 2), (61, True, 2)])
+def test_a_kept_tree_is_never_older_than_library_cache_seconds(
+    make_app: Callable[..., Flask], emulator: Emulator, clock: FakeClock, backend: str, later: float,
+    other_worker: bool, tree_calls: int
+) -> None:
+    app = make_app(backend=backend, clock=clock, LIBRARY_CACHE_SECONDS=60)
+    client = app.test_client()
+    portal_login(client)
+    assert client.get("/library").status_code == 200  # asked, and kept in the store and in this worker
+    clock.advance(later)
+    if other_worker:
+        app.extensions["library_kept"].clear()  # only the store's copy, as another worker has
+    assert client.get(f"/library/folders/{PHOTO_LIBRARY}").status_code == 200
+    assert client.get(f"/library/folders/{BRAND_ASSETS}").status_code == 200  # this worker's copy now
+    assert api_calls(emulator).get("/1/foldertree", 0) == tree_calls
+
+
 def test_a_warm_folder_page_makes_one_mediaflow_call_and_the_home_page_none(logged_in: Any,
                                                                            emulator: Emulator) -> None:
     logged_in.get(f"/library/folders/{BRAND_ASSETS}")
