@@ -354,7 +354,7 @@ def warm_folder_page(stack: Stack, folder_id: int = 6, rounds: int = 200) -> dic
     token = requests.post(f"{stack.emulator}/1/oauth2/token", timeout=10, data={
         "grant_type": "password", "username": "demo", "password": "demo", "client_id": "bench",
         "client_secret": "bench-secret-0123456789"}).json()["access_token"]
-    query = urlencode({"fields": "id,name,filename,filesize,type,thumbpreview,smallpreview,uploaded,gdprstatus",
+    query = urlencode({"fields": "id,name,filename,filesize,type,thumbpreview,uploaded,gdprstatus",
                        "type": "any", "sort": "filename", "order": "asc", "per_page": "24", "page": "1"})
     calls_direct = timed_on(stack.emulator, f"{path}?{query}", {"Authorization": f"Bearer {token}"}, rounds, stack)
     own = emulator_stats(stack)

@@ -88,8 +88,7 @@ class Faults:
 
 def drop_connection(environ: dict[str, Any]) -> None:
     """Shut the client's socket so it sees the connection close with no response."""
-    # gunicorn's name for it (python -m emulator), or Werkzeug's (its development server).
-    sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+    sock = environ.get("gunicorn.socket")
     if isinstance(sock, socket.socket):
         sock.shutdown(socket.SHUT_RDWR)
 

@@ -16,12 +16,10 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
-import certifi
 import requests
-import urllib3
 from flask import Flask, current_app, g, session
 
 from . import metrics, tokens
@@ -47,20 +45,17 @@ class RateLimited(MediaflowUnavailable):
 
 
 def init_app(app: Flask) -> None:
-    """One connection pool per worker: Mediaflow's connections stay open between calls.
-
-    urllib3 (which requests is built on) rather than requests: a call through requests cost more of
-    the worker's time than the rest of a folder page. It keeps no cookies, so none of Mediaflow's (or a
-    balancer's) travels with the next user's call. Proxy and CA settings are requests' own
-    (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE), read once, so the API goes where the token calls go.
-    """
-    base = app.config["MEDIAFLOW_API_BASE"]
-    found = requests.Session().merge_environment_settings(base, {}, None, None, None)
-    ca_certs = found["verify"] if isinstance(found["verify"], str) else certifi.where()
-    proxy = found["proxies"].get(urlsplit(base).scheme)
-    options: dict[str, Any] = {"ca_certs": ca_certs, "retries": False, "headers": {"Accept": "application/json"}}
-    pool = urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
-    app.extensions["mediaflow_api"] = pool
+    """One HTTP session per worker: its connection pool keeps Mediaflow's connections open between calls."""
+    http = requests.Session()
+    http.headers["Accept"] = "application/json"
+    # Shared by every user of this worker: a cookie Mediaflow (or a balancer in front of it) sets must
+    # not travel with the next user's calls.
+    http.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+    # The environment's proxy and CA settings (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE) for the API's
+    # host, read once: requests would read them again on every call, which cost a third of the call.
+    found = http.merge_environment_settings(app.config["MEDIAFLOW_API_BASE"], {}, None, None, None)
+    http.proxies, http.verify, http.trust_env = found["proxies"], found["verify"], False
+    app.extensions["mediaflow_api"] = http
 
 
 def me(access_token: str) -> dict[str, Any]:
@@ -126,42 +121,35 @@ def _retrying_429(send: Callable[[], Answer]) -> Answer:
 
 def _send(method: str, path: str, access_token: str, params: dict[str, Any], body: dict[str, Any] | None) -> Answer:
     config = current_app.config
-    http: urllib3.PoolManager = current_app.extensions["mediaflow_api"]
+    http: requests.Session = current_app.extensions["mediaflow_api"]
     endpoint = metrics.api_endpoint(_name(path))
     started = time.perf_counter()
     # The read timeout bounds each wait for bytes; an answer that trickles in is cut off here instead.
     deadline = time.monotonic() + config["MEDIAFLOW_CONNECT_TIMEOUT"] + config["MEDIAFLOW_READ_TIMEOUT"]
-    # A header, never ?access_token=: query strings end up in logs.
-    headers = {"Authorization": f"Bearer {access_token}"}
-    if body is not None:
-        headers["Content-Type"] = "application/json"
-    url = f"{config['MEDIAFLOW_API_BASE'].rstrip('/')}/{path}"
     try:
-        response = http.request(
-            method, f"{url}?{urlencode(params)}" if params else url, headers=headers,
-            body=json.dumps(body).encode() if body is not None else None,
-            timeout=urllib3.Timeout(connect=config["MEDIAFLOW_CONNECT_TIMEOUT"], read=config["MEDIAFLOW_READ_TIMEOUT"]),
-            redirect=False, preload_content=False,
-        )
-        try:
+        with http.request(
+            method, f"{config['MEDIAFLOW_API_BASE'].rstrip('/')}/{path}", params=params, json=body,
+            # A header, never ?access_token=: query strings end up in logs.
+            headers={"Authorization": f"Bearer {access_token}"},
+            timeout=(config["MEDIAFLOW_CONNECT_TIMEOUT"], config["MEDIAFLOW_READ_TIMEOUT"]),
+            allow_redirects=False, stream=True,
+        ) as response:
             content = bytearray()
-            for chunk in response.stream(64 * 1024):
+            for chunk in response.iter_content(64 * 1024):
                 content += chunk
                 if time.monotonic() > deadline:
-                    raise urllib3.exceptions.TimeoutError
+                    raise requests.Timeout
                 if len(content) > MAX_ANSWER_BYTES:
                     metrics.current().mediaflow_call(endpoint, "too_large", time.perf_counter() - started)
                     raise MediaflowUnavailable(f"Mediaflow's API answered {_name(path)} with too much data", 502)
-        finally:
-            response.release_conn()
-    except urllib3.exceptions.TimeoutError:
+    except requests.Timeout:
         metrics.current().mediaflow_call(endpoint, "timeout", time.perf_counter() - started)
         raise MediaflowUnavailable("Mediaflow's API did not answer in time") from None
-    except urllib3.exceptions.HTTPError:
+    except requests.RequestException:
         metrics.current().mediaflow_call(endpoint, "unreachable", time.perf_counter() - started)
         raise MediaflowUnavailable("Mediaflow's API cannot be reached") from None
-    metrics.current().mediaflow_call(endpoint, response.status, time.perf_counter() - started)
-    return Answer(response.status, _retry_after(response.headers.get("Retry-After", "")), bytes(content))
+    metrics.current().mediaflow_call(endpoint, response.status_code, time.perf_counter() - started)
+    return Answer(response.status_code, _retry_after(response.headers.get("Retry-After", "")), bytes(content))
 
 
 def _answer(answer: Answer, path: str) -> Any:

@@ -38,7 +38,7 @@ NOT_IN_URL = re.compile(r"[\\\r\n\t ]")
 SORTS = {"filename": "Name", "uploaded": "Upload date", "filesize": "Size"}
 ORDERS = {"asc": "Ascending", "desc": "Descending"}
 # What a grid of previews shows; `fields` names are lowercase (mediaflow-api.md).
-LIST_FIELDS = "id,name,filename,filesize,type,thumbpreview,smallpreview,uploaded,gdprstatus"
+LIST_FIELDS = "id,name,filename,filesize,type,thumbpreview,uploaded,gdprstatus"
 TREE_FIELDS = "id,name,type,parent,depth,archived,haschildren,private"
 # The folder trees and format lists a worker keeps in memory, at most (one each per session browsing).
 MAX_KEPT = 1000

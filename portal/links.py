@@ -37,6 +37,8 @@ def link(endpoint: str, **values: Any) -> str:
     key = (endpoint, request.script_root, *values.items())
     url = kept.get(key)
     if url is None:
+        if any(name.startswith("_") for name in values):
+            raise ValueError("link() builds the same path for every host and scheme: use url_for for _external")
         if any(isinstance(value, int) for value in values.values()):
             raise ValueError(f"link() takes an id for {endpoint} alone, as the URL's last segment: use url_for")
         url = _keep(kept, key, url_for(endpoint, **values))

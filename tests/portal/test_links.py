@@ -32,14 +32,15 @@ def test_link_is_url_for(make_app: Callable[..., Flask], script_root: str, endpo
         assert link(endpoint, **values) == url_for(endpoint, **values)  # from what it kept
 
 
-@pytest.mark.parametrize(("endpoint", "values"), [
-    ("library.download", {"file_id": 1, "format": "2"}),  # an id with a query
-    ("library.download", {"file_id": 1}),  # an id that is not the last segment
+@pytest.mark.parametrize(("endpoint", "values", "message"), [
+    ("library.download", {"file_id": 1, "format": "2"}, "last segment"),  # an id with a query
+    ("library.download", {"file_id": 1}, "last segment"),  # an id that is not the last segment
+    ("pages.index", {"_external": True}, "_external"),  # one host's URL kept for every host
 ])
-def test_an_id_it_cannot_put_last_is_refused(make_app: Callable[..., Flask], endpoint: str,
-                                             values: dict[str, Any]) -> None:
+def test_what_it_cannot_keep_is_refused(make_app: Callable[..., Flask], endpoint: str, values: dict[str, Any],
+                                        message: str) -> None:
     app = make_app()
-    with app.test_request_context("/"), pytest.raises(ValueError, match="last segment"):
+    with app.test_request_context("/"), pytest.raises(ValueError, match=message):
         link(endpoint, **values)
 
 
