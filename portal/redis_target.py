@@ -53,11 +53,13 @@ class SentinelsSilent(MasterNotFoundError):
 class SteadySentinel(Sentinel):
     """redis-py's Sentinel client, which keeps to the master the Sentinels last named while none answers.
 
-    Only discover_master is overridden, the documented method a Sentinel connection pool calls for the
-    master's address: redis-py's fails every new connection when no Sentinel answers, although the
-    master may serve well (Sentinels paused, restarting, cut off by a firewall), and keeps no record of
-    which Sentinel failed how. Here each Sentinel is asked in turn, from the one that last named a
-    master, and the first usable master named wins, as in redis-py. Once a master is known, one thread
+    Of redis-py's Sentinel, only discover_master is overridden (and close, for the clients made here): it
+    is the documented method a Sentinel connection pool calls for the master's address, and redis-py's
+    fails every new connection when no Sentinel answers, although the master may serve well (Sentinels
+    paused, restarting, cut off by a firewall), and keeps no record of which Sentinel failed how. Here
+    each Sentinel is asked in turn, from the one that last named a master, and the first usable master
+    named wins, as in redis-py. Only the options the portal uses are taken (no force_master_ip, no
+    min_other_sentinels, no connection_kwargs: master_for gets those). Once a master is known, one thread
     asks at a time (the others take the known master); a round in which no Sentinel says anything
     returns the known master and quiets the questions for SENTINEL_QUIET, then one Sentinel is asked
     per round until one answers. When the Sentinels that answer all say there is no usable master (a

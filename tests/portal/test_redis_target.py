@@ -10,6 +10,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -523,3 +524,21 @@ def test_a_sentinel_that_refuses_the_password_is_an_error_each_minute_and_counte
     finally:
         sentinel.close()
     assert questions(metrics) == {"master": 2, "refused": 5}
+
+
+def test_threads_that_know_no_master_yet_ask_the_sentinels_once(stubs: Callable[..., list[StubSentinel]]) -> None:
+    metrics = Metrics(CollectorRegistry())
+    sentinel = steady_sentinel(stubs("silent", "ok"), metrics)
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            found = list(pool.map(lambda _: sentinel.discover_master("main"), range(8)))
+    finally:
+        sentinel.close()
+    # One thread asked (the silent one's 0.5 s, then the other); the rest waited for it and took its master.
+    assert found == [("127.0.0.1", 7001)] * 8
+    assert questions(metrics) == {"silent": 1, "master": 1}
+
+
+def test_options_the_portal_does_not_use_are_refused() -> None:
+    with pytest.raises(TypeError):
+        SteadySentinel([("127.0.0.1", 26379)], sentinel_kwargs={}, force_master_ip="10.0.0.1")  # type: ignore[call-arg]
