@@ -95,14 +95,17 @@ def test_dockerfile_cmd_serves_health_readiness_and_a_login(emulator: Emulator, 
 def test_a_setting_the_portal_refuses_stops_gunicorn_at_once_with_one_line(tmp_path: Path, settings: dict[str, str],
                                                                           message: str) -> None:
     app_dir = stage_image(tmp_path / "image")
-    env = env_with(GUNICORN_BIND=f"127.0.0.1:{PORTAL_PORTS[2]}", **settings)
+    pidfile = tmp_path / "gunicorn.pid"
+    env = env_with(GUNICORN_BIND=f"127.0.0.1:{PORTAL_PORTS[2]}", GUNICORN_CMD_ARGS=f"--pid {pidfile}", **settings)
     command = dockerfile_cmd()
     result = subprocess.run([str(Path(sys.executable).parent / "gunicorn"), *command[1:]], cwd=app_dir, env=env,
                             capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode != 0
+    assert result.returncode == 2
     refusals = [line for line in result.stderr.splitlines() if "cannot start" in line]
     assert len(refusals) == 1 and message in refusals[0], result.stderr  # once, not once per worker boot
     assert "Booting worker" not in result.stderr and "Traceback" not in result.stderr
+    # Stopped as gunicorn stops itself: the pidfile it wrote before the check is gone.
+    assert not pidfile.exists()
 
 
 def test_the_product_image_ships_no_emulator_and_a_plain_build_makes_it(tmp_path: Path) -> None:
