@@ -56,7 +56,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     security.init_app(app)
     mediaflow.init_app(app)
     api.init_app(app)
-    store = sessions.init_app(app)
+    store = sessions.init_app(app, counts)
     tokens.init_app(app, store, counts)
     if app.config["MEDIAFLOW_DEMO"]:
         app.logger.warning("Demo mode: signing in against the emulator at %s with its public demo client; "

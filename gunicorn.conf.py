@@ -6,6 +6,9 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
+import time
+from typing import NoReturn
 
 # Metrics summed over the workers (prometheus_client's multiprocess mode, portal/metrics.py): each worker
 # keeps its numbers in files in this folder, which outlive it. Set before anything imports prometheus_client.
@@ -38,13 +41,26 @@ def say(level: int, message: str) -> None:
     log = logging.getLogger("gunicorn.error")
     if not log.handlers:
         # A setting that cannot be read stops the start before gunicorn sets up its logging (logconfig_dict).
+        # LOG_FORMAT then as settings_from_env reads it: it has loaded .env into the environment by then.
         logging.config.dictConfig(gunicorn_logging(os.environ.get("LOG_FORMAT") == "json"))
     log.log(level, message)
+
+
+def refuse(server, message: str) -> NoReturn:  # type: ignore[no-untyped-def]
+    """Stop gunicorn from one of its hooks with one line, as its own shutdown does: exit status 2.
+
+    Arbiter.halt, gunicorn's own way out of its main loop (not among its documented settings), removes
+    the pidfile and the listening sockets and runs on_exit; sys.exit from a hook would leave them behind.
+    """
+    say(logging.ERROR, f"Mediaflow Portal cannot start: {message}")
+    server.halt(exit_status=2)
+    sys.exit(2)  # not reached (halt exits): for the type checker
 
 
 try:
     settings = DEFAULTS | settings_from_env()
 except ConfigError as error:
+    # Read before gunicorn starts its master: no pidfile or socket to clean up yet.
     say(logging.ERROR, f"Mediaflow Portal cannot start: {error}")
     sys.exit(2)
 
@@ -67,6 +83,11 @@ errorlog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms rid=%({x-request-id}o)s'
 logconfig_dict = gunicorn_logging(settings["LOG_FORMAT"] == "json",
                                   (settings["MEDIAFLOW_CLIENT_SECRET"] or "", settings["SECRET_KEY"] or ""))
+
+# After a USR2 upgrade, the new master binds the metrics port once the old one has let it go: it tries after 1 s,
+# then twice as long each time, at most every 10 s.
+METRICS_RETRY_FIRST = 1.0
+METRICS_RETRY_LONGEST = 10.0
 
 # Forwarded headers are the app's business (ProxyFix with TRUSTED_PROXY_COUNT), not gunicorn's.
 forwarded_allow_ips = ""
@@ -99,8 +120,7 @@ def on_starting(server):  # type: ignore[no-untyped-def]
             raise ConfigError("GUNICORN_CERTFILE and GUNICORN_KEYFILE go together: set both to serve https, "
                               "or neither")
     except ConfigError as error:
-        say(logging.ERROR, f"Mediaflow Portal cannot start: {error}")
-        sys.exit(2)
+        refuse(server, str(error))
     empty_metrics_folder(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     # Not a refusal: Redis may come up after the portal. A wrong CA or Sentinel name is named here, once.
     problem = check_at_start(config)
@@ -117,20 +137,39 @@ def when_ready(server):  # type: ignore[no-untyped-def]
     try:
         serve_from_master(host, port)
     except OSError as error:
+        # master_pid is set in a master that USR2 started beside the old one (reexec_pid, in on_exit, is set in the
+        # old one once it started a new one): Arbiter attributes that gunicorn does not document.
         if server.master_pid:
-            # Started by USR2 beside the old master, which keeps the port until it stops: serve without it.
-            server.log.error("The metrics are not served on %s:%s (%s) until gunicorn is restarted", host, port,
-                             error.strerror)
+            # The old master keeps the port until it stops: serve it from here as soon as it is free.
+            server.log.error("The metrics port %s:%s is taken (%s), by the master this one replaces: served from "
+                             "here once that one stops", host, port, error.strerror)
+            serve_metrics_when_free(server, host, port)
             return
-        say(logging.ERROR, f"Mediaflow Portal cannot start: METRICS_PORT={port} on METRICS_BIND_HOST={host}: "
-                           f"{error.strerror}")
-        remove_metrics_folder()
-        sys.exit(2)
+        refuse(server, f"METRICS_PORT={port} on METRICS_BIND_HOST={host}: {error.strerror}")
     server.log.info("Metrics of every worker at http://%s:%s/metrics", f"[{host}]" if ":" in host else host, port)
 
 
+def serve_metrics_when_free(server, host: str, port: int) -> None:  # type: ignore[no-untyped-def]
+    """Try the metrics port again in a thread, every METRICS_RETRY_FIRST seconds and twice as long each time, up to
+    METRICS_RETRY_LONGEST, until it is free."""
+    def retry() -> None:
+        wait = METRICS_RETRY_FIRST
+        while True:
+            time.sleep(wait)
+            try:
+                serve_from_master(host, port)
+            except OSError:
+                wait = min(wait * 2, METRICS_RETRY_LONGEST)
+                continue
+            server.log.info("Metrics of every worker at http://%s:%s/metrics", f"[{host}]" if ":" in host else host,
+                            port)
+            return
+
+    threading.Thread(target=retry, name="metrics-port", daemon=True).start()
+
+
 def on_exit(server):  # type: ignore[no-untyped-def]
-    # Not one that a new master started by USR2 counts in.
+    # Not one that a new master started by USR2 counts in (reexec_pid: see when_ready).
     if not server.reexec_pid:
         remove_metrics_folder()
 

@@ -51,8 +51,11 @@ LOAD_THREADS = 16
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class Stopped(Exception):
-    """A stop signal arrived: unwinds the soak, so that every server it started is stopped on the way out."""
+class Stopped(BaseException):
+    """A stop signal arrived: unwinds the soak, so that every server it started is stopped on the way out.
+
+    A BaseException, as KeyboardInterrupt is: an `except Exception` on the way must not swallow it.
+    """
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -62,10 +65,54 @@ class Stopped(Exception):
 def stop_on_signals() -> None:
     """Turn SIGTERM and SIGINT into Stopped: SIGTERM's default would end this process at once, its servers left."""
     def raise_stopped(signum: int, frame: object) -> None:
+        # From here on they wait: a second signal must not cut short the stopping of the servers.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         raise Stopped(signum)
 
     for number in STOP_SIGNALS:
         signal.signal(number, raise_stopped)
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGTERM and SIGINT wait while the block runs (in this thread, and in the threads it starts), then arrive."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def let_signals_through() -> None:
+    """In a child before it runs its program: it inherits the held signals, and must stop on SIGTERM."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def spawn(children: list[subprocess.Popen[bytes]], command: list[str], cwd: Path, log: Path | None = None,
+          **env: str) -> subprocess.Popen[bytes]:
+    """Start a server and put it on children, the stop signals held meanwhile: one that arrives as it starts
+    raises Stopped once the server is on the list, so that it is stopped with the others."""
+    environment = {k: v for k, v in os.environ.items()
+                   if not k.startswith(("MEDIAFLOW_", "SESSION_", "REDIS_", "GUNICORN_", "LOG_", "PROMETHEUS_"))}
+    environment.update(PYTHONPATH=str(ROOT), **env)
+    with signals_held(), log.open("wb") if log else open(os.devnull, "wb") as out:
+        # preexec_fn, which is unsafe beside other threads: the servers start before the load threads do.
+        child = subprocess.Popen(command, cwd=cwd, env=environment, stdout=out, stderr=subprocess.STDOUT,
+                                 preexec_fn=let_signals_through)
+        children.append(child)
+    return child
+
+
+def stop_children(children: list[subprocess.Popen[bytes]]) -> None:
+    """Stop every child: SIGTERM, then SIGKILL after gunicorn's graceful stop (30 s at most)."""
+    for child in children:
+        child.terminate()
+    for child in children:
+        try:
+            child.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 @dataclass
@@ -89,30 +136,21 @@ def running_stack(work: Path) -> Iterator[Stack]:
         "redirect_uris": [f"http://127.0.0.1:{port}/callback" for port in portal_ports]}]}))
     children: list[subprocess.Popen[bytes]] = []
     logs: list[Path] = []
-
-    def spawn(command: list[str], log: Path | None = None, **env: str) -> subprocess.Popen[bytes]:
-        environment = {k: v for k, v in os.environ.items()
-                       if not k.startswith(("MEDIAFLOW_", "SESSION_", "REDIS_", "GUNICORN_", "LOG_", "PROMETHEUS_"))}
-        environment.update(PYTHONPATH=str(ROOT), **env)
-        with log.open("wb") if log else open(os.devnull, "wb") as out:
-            child = subprocess.Popen(command, cwd=work, env=environment, stdout=out, stderr=subprocess.STDOUT)
-        children.append(child)
-        return child
-
     try:
-        redis = spawn(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                       "--appendonly", "no", "--dir", str(work)])
+        redis = spawn(children, ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", str(work)], work)
         wait_for_port(redis_port, redis)
-        child = spawn([sys.executable, "-m", "emulator", "--port", str(emulator_port),
-                       "--config", str(work / "emulator.json")])
+        child = spawn(children, [sys.executable, "-m", "emulator", "--port", str(emulator_port),
+                                 "--config", str(work / "emulator.json")], work)
         wait_for_http(f"{emulator}/_emulator/stats", child)
         masters = []
         for port in portal_ports:
             log = work / f"portal-{port}.log"
-            child = spawn([str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "app:create_app()"], log,
-                          GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS=WORKERS, GUNICORN_THREADS=THREADS,
-                          SESSION_BACKEND="redis", REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
-                          MEDIAFLOW_CLIENT_ID="soak", MEDIAFLOW_CLIENT_SECRET=CLIENT_SECRET, SECRET_KEY=SECRET,
+            child = spawn(children, [str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "app:create_app()"],
+                          work, log, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS=WORKERS,
+                          GUNICORN_THREADS=THREADS, SESSION_BACKEND="redis",
+                          REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", MEDIAFLOW_CLIENT_ID="soak",
+                          MEDIAFLOW_CLIENT_SECRET=CLIENT_SECRET, SECRET_KEY=SECRET,
                           MEDIAFLOW_AUTHORIZE_URL=f"{emulator}/authorize",
                           MEDIAFLOW_TOKEN_URL=f"{emulator}/1/oauth2/token", MEDIAFLOW_API_BASE=f"{emulator}/1",
                           MEDIAFLOW_REDIRECT_URI=f"http://127.0.0.1:{port}/callback", SESSION_COOKIE_SECURE="false")
@@ -123,17 +161,12 @@ def running_stack(work: Path) -> Iterator[Stack]:
     except NotUp as error:
         sys.exit(f"soak: {error}")
     finally:
-        # Not interrupted again while it stops them: a second Ctrl-C would leave the rest running.
-        for number in STOP_SIGNALS:
-            signal.signal(number, signal.SIG_IGN)
-        for child in children:
-            child.terminate()
-        for child in children:
-            try:
-                child.wait(timeout=40)  # gunicorn's graceful stop: 30 s at most
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        try:
+            # Held from here to the end: a second Ctrl-C would leave the rest running. (A signal that came just
+            # before raises here, and the inner finally still stops them.)
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        finally:
+            stop_children(children)
 
 
 def rss_kib(pid: int) -> int:
@@ -213,8 +246,11 @@ def steady_load(stack: Stack, people: list[Person], rate: float, until: float, t
     threads = [threading.Thread(target=run, args=(list(enumerate(people))[number::LOAD_THREADS],))
                for number in range(LOAD_THREADS)]
     try:
-        for thread in threads:
-            thread.start()
+        # Started with the stop signals held, which they keep: a signal goes to the main thread, and while that one
+        # holds them (stopping the servers), nowhere.
+        with signals_held():
+            for thread in threads:
+                thread.start()
         for thread in threads:
             thread.join()
     finally:

@@ -33,10 +33,16 @@ PATTERNS = [
 ]
 
 
+# A known secret shorter than this is not searched for, by the app's log and gunicorn's alike: it would cut ordinary
+# words apart in every line, a refusal to start included. PATTERNS still catch it by name (client_secret=…), and a
+# SECRET_KEY under 32 bytes is refused.
+SHORTEST_KNOWN_SECRET = 8
+
+
 def redact(text: str, known: tuple[str, ...] = ()) -> str:
     """Remove secret values from a log text: known ones verbatim, others by the name they follow."""
     for value in known:
-        if value:
+        if len(value) >= SHORTEST_KNOWN_SECRET:
             text = text.replace(value, "[redacted]")
     for pattern, replacement in PATTERNS:
         text = pattern.sub(replacement, text)
@@ -138,8 +144,8 @@ def gunicorn_logging(json_lines: bool, known: tuple[str, ...] = ()) -> dict[str,
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        # Read before the settings are checked: a value too short to be a secret would cut words apart.
-        "filters": {"redact": {"()": RedactingFilter, "known": tuple(value for value in known if len(value) >= 8)}},
+        # The same known values as the app's filter (init_app), short ones skipped alike (redact).
+        "filters": {"redact": {"()": RedactingFilter, "known": known}},
         "formatters": {"error": error_format, "access": access_format},
         "handlers": {
             "error": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "error",
@@ -148,7 +154,8 @@ def gunicorn_logging(json_lines: bool, known: tuple[str, ...] = ()) -> dict[str,
                        "filters": ["redact"]},
         },
         "loggers": {
-            "gunicorn.error": {"level": "INFO", "handlers": ["error"], "propagate": False},
+            # No level: gunicorn's loglevel (--log-level) applies, which it sets before it reads this.
+            "gunicorn.error": {"handlers": ["error"], "propagate": False},
             "gunicorn.access": {"level": "INFO", "handlers": ["access"], "propagate": False},
         },
         "root": {"level": "WARNING", "handlers": ["error"]},

@@ -32,6 +32,9 @@ ROUTE_KEY = "portal.route"
 LOGIN_OUTCOMES = ("ok", "denied", "state_error", "provider_error", "refused", "unavailable", "error")
 REFRESH_OUTCOMES = ("ok", "waited", "failed_kept", "ended_session")
 SESSION_END_REASONS = ("logout", "timeout", "mediaflow", "refused")
+# How a question to one Sentinel ended (portal/redis_target.py): it named a usable master; it answered that it knows
+# none (down, a failover under way, an unknown name); it refused the portal (password, TLS, an error); no answer.
+SENTINEL_OUTCOMES = ("master", "no_master", "refused", "silent")
 # Mediaflow's endpoints by a fixed name (ids as {id}, see api._name); any other is "other".
 API_ENDPOINTS = {
     "/me": "me",
@@ -73,6 +76,8 @@ class Metrics:
                                     "/readyz checks")
         self.sessions_started = counter("sessions_started", "Sessions started by a login")
         self.sessions_ended = counter("sessions_ended", "Sessions ended, by reason", ("reason",))
+        self.sentinel_questions = counter("sentinel_questions", "Questions to a Redis Sentinel for the master, by "
+                                          "outcome", ("outcome",))
         # Every fixed label once, at 0: a rate() over a series that has not moved yet is 0, not missing.
         for outcome in LOGIN_OUTCOMES:
             self.logins.labels(outcome)
@@ -80,6 +85,8 @@ class Metrics:
             self.refreshes.labels(outcome)
         for reason in SESSION_END_REASONS:
             self.sessions_ended.labels(reason)
+        for outcome in SENTINEL_OUTCOMES:
+            self.sentinel_questions.labels(outcome)
 
     def login(self, outcome: str) -> None:
         self.logins.labels(outcome).inc()
@@ -89,6 +96,9 @@ class Metrics:
 
     def session_ended(self, reason: str) -> None:
         self.sessions_ended.labels(reason).inc()
+
+    def sentinel_question(self, outcome: str) -> None:
+        self.sentinel_questions.labels(outcome).inc()
 
     def mediaflow_call(self, endpoint: str, status: int | str, seconds: float) -> None:
         self.mediaflow_requests.labels(endpoint, str(status)).inc()

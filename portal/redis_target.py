@@ -18,7 +18,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,10 +38,12 @@ SENTINEL_TIMEOUT = 0.5
 # After a round that no Sentinel answered, new connections go to the known master without asking for this
 # long; then one Sentinel is asked at a time, so a request waits at most one SENTINEL_TIMEOUT for it.
 SENTINEL_QUIET = 5.0
+# A Sentinel that refuses the portal (password, TLS certificate) is logged as an error at most this often.
+REFUSAL_LOG_EVERY = 60.0
 
 
 class SentinelsSilent(MasterNotFoundError):
-    """No Sentinel answered (each one's failure kept, by address), so none could name the master."""
+    """No Sentinel said anything about the master: each was silent or refused the portal (kept, by address)."""
 
     def __init__(self, master: str, failures: list[tuple[str, BaseException]]) -> None:
         super().__init__(f"No Sentinel answered for {master!r}")
@@ -51,36 +53,52 @@ class SentinelsSilent(MasterNotFoundError):
 class SteadySentinel(Sentinel):
     """redis-py's Sentinel client, which keeps to the master the Sentinels last named while none answers.
 
-    redis-py asks the Sentinels on every new connection and fails it when none answers, although the
-    master may serve well (Sentinels paused, restarting, cut off by a firewall); its discover_master
-    also keeps no record of which Sentinel failed how. Here, once a master is known: one thread asks at
-    a time (the others take the known master), a round that no Sentinel answers returns the known
-    master and quiets the questions for SENTINEL_QUIET, and then one Sentinel is asked per round until
-    one answers. A Sentinel that answers without naming a usable master (a failover in progress) is
-    believed: no connection then goes to the old master.
+    Of redis-py's Sentinel, only discover_master is overridden (and close, for the clients made here): it
+    is the documented method a Sentinel connection pool calls for the master's address, and redis-py's
+    fails every new connection when no Sentinel answers, although the master may serve well (Sentinels
+    paused, restarting, cut off by a firewall), and keeps no record of which Sentinel failed how. Here
+    each Sentinel is asked in turn, from the one that last named a master, and the first usable master
+    named wins, as in redis-py. Only the options the portal uses are taken (no force_master_ip, no
+    min_other_sentinels, no connection_kwargs: master_for gets those). Once a master is known, one thread
+    asks at a time (the others take the known master); a round in which no Sentinel says anything
+    returns the known master and quiets the questions for SENTINEL_QUIET, then one Sentinel is asked
+    per round until one answers. When the Sentinels that answer all say there is no usable master (a
+    failover in progress), no connection goes to the old master.
     """
 
-    def __init__(self, sentinels: list[tuple[str, int]], **options: Any) -> None:
-        super().__init__(sentinels, **options)  # type: ignore[no-untyped-call]
-        self._known: dict[str, tuple[str, int]] = {}
+    def __init__(self, sentinels: list[tuple[str, int]], sentinel_kwargs: dict[str, Any],
+                 on_question: Callable[[str], object] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(sentinels, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+        # The portal's own clients, one per Sentinel: redis-py's list and its order are left to redis-py.
+        self._asked = [(_address(address), redis.Redis(*address, **sentinel_kwargs)) for address in sentinels]
+        self._on_question = on_question or (lambda outcome: None)
+        self._clock = clock
+        # Held while asking. Guards what follows, as well as _known's writes.
         self._asking = threading.Lock()
+        # The Sentinel asked first: the last one that named a master (or, while silent, the next in turn).
+        self._next = 0
+        self._known: dict[str, tuple[str, int]] = {}
         self._quiet_until = 0.0
         # Set while no Sentinel answers, so the warning is logged once per silence, not per round.
         self._silent = False
+        self._refusal_logged_at = -REFUSAL_LOG_EVERY
+        # When the last round failed, and how: threads that waited for a first discovery share its answer.
+        self._failed: tuple[float, list[tuple[str, BaseException]], bool] | None = None
 
     def discover_master(self, service_name: str) -> tuple[str, int]:
         known = self._known.get(service_name)
         if known is None:
-            return self._ask(service_name, self.sentinels)
-        if time.monotonic() < self._quiet_until or not self._asking.acquire(blocking=False):
+            return self._discover_first(service_name)
+        if self._clock() < self._quiet_until or not self._asking.acquire(blocking=False):
             return known
         try:
             # While silent, one Sentinel a round, in turn: a request waits at most one timeout for the question.
-            return self._ask(service_name, self.sentinels[:1] if self._silent else self.sentinels)
+            return self._ask(service_name, one=self._silent)
         except SentinelsSilent as error:
-            self._quiet_until = time.monotonic() + SENTINEL_QUIET
+            self._quiet_until = self._clock() + SENTINEL_QUIET
             if self._silent:
-                self.sentinels.append(self.sentinels.pop(0))
+                self._next = (self._next + 1) % len(self._asked)
             else:
                 self._silent = True
                 log.warning("Redis Sentinel: %s; new connections go to the master they last named, %s, and "
@@ -89,37 +107,81 @@ class SteadySentinel(Sentinel):
         finally:
             self._asking.release()
 
-    def _ask(self, service_name: str, sentinels: list[redis.Redis]) -> tuple[str, int]:
-        """The master the first Sentinel that answers names (as redis-py's discover_master), else an error."""
+    def _discover_first(self, service_name: str) -> tuple[str, int]:
+        """The master, none known yet: one thread asks, and the threads that waited for it share its answer."""
+        waited_from = self._clock()
+        with self._asking:
+            known = self._known.get(service_name)
+            if known is not None:
+                return known
+            if self._failed is not None and self._failed[0] >= waited_from:
+                raise _failure(service_name, self._failed[1], silent=self._failed[2])
+            return self._ask(service_name, one=False)
+
+    def _ask(self, service_name: str, *, one: bool) -> tuple[str, int]:
+        """The first usable master a Sentinel names, asking each in turn from _next; with the asking lock held.
+
+        one: stop at the first Sentinel if it says nothing. MasterNotFoundError when those that answered
+        name no usable master, SentinelsSilent when none answered.
+        """
+        count = len(self._asked)
         failures: list[tuple[str, BaseException]] = []
-        for sentinel in sentinels:
-            try:
-                masters: dict[str, Any] = sentinel.sentinel_masters()  # type: ignore[assignment]
-            except (redis.ConnectionError, redis.TimeoutError) as error:
-                kwargs = sentinel.connection_pool.connection_kwargs
-                failures.append((_address((kwargs["host"], kwargs["port"])), error))
-                continue
-            if self._silent:
-                self._silent = False
-                log.info("A Sentinel answers again")
-            state = masters.get(service_name)
-            if not (state and self.check_master_state(state, service_name)):  # type: ignore[no-untyped-call]
-                # It answered: a failover in progress, or no such master. Never the old master then.
-                raise MasterNotFoundError(f"No master found for {service_name!r}")
-            # The Sentinel that answered is asked first next time, as redis-py does.
-            position = self.sentinels.index(sentinel)
-            self.sentinels[0], self.sentinels[position] = sentinel, self.sentinels[0]
-            address = (str(state["ip"]), int(state["port"]))
-            self._known[service_name] = address
-            return address
-        raise SentinelsSilent(service_name, failures) from failures[-1][1] if failures else None
+        answered = False
+        try:
+            for position in [(self._next + step) % count for step in range(count)]:
+                address, sentinel = self._asked[position]
+                try:
+                    masters: dict[str, Any] = sentinel.sentinel_masters()  # type: ignore[assignment]
+                except redis.RedisError as error:
+                    self._on_question("refused" if _refusal(address, error) else "silent")
+                    failures.append((address, error))
+                    if one and not answered:
+                        break
+                    continue
+                answered = True
+                if self._silent:
+                    self._silent = False
+                    log.info("A Sentinel answers again")
+                state = masters.get(service_name)
+                # SENTINEL MASTERS's flags: a master, which this Sentinel sees up (neither s_down nor o_down).
+                if state and state["is_master"] and not (state["is_sdown"] or state["is_odown"]):
+                    self._on_question("master")
+                    self._next = position
+                    self._known[service_name] = (str(state["ip"]), int(state["port"]))
+                    return self._known[service_name]
+                # It answered: down, a failover under way, or no such master. Another Sentinel may know better.
+                self._on_question("no_master")
+            self._failed = (self._clock(), failures, not answered)
+            raise _failure(service_name, failures, silent=not answered)
+        finally:
+            self._log_refusals(failures)
+
+    def _log_refusals(self, failures: list[tuple[str, BaseException]]) -> None:
+        """An error line for a Sentinel that refused the portal (a setting to fix), at most every REFUSAL_LOG_EVERY."""
+        refusals = [reason for reason in (_refusal(address, error) for address, error in failures) if reason]
+        if refusals and self._clock() >= self._refusal_logged_at + REFUSAL_LOG_EVERY:
+            self._refusal_logged_at = self._clock()
+            log.error("Redis Sentinel: %s", "; ".join(refusals))
+
+    def close(self) -> None:
+        for _, sentinel in self._asked:
+            sentinel.close()
+        super().close()
+
+
+def _failure(service_name: str, failures: list[tuple[str, BaseException]], *, silent: bool) -> MasterNotFoundError:
+    """SentinelsSilent when no Sentinel answered, else redis-py's MasterNotFoundError."""
+    if silent:
+        return SentinelsSilent(service_name, failures)
+    return MasterNotFoundError(f"No master found for {service_name!r}")
 
 
 class RedisTarget:
     """Makes redis-py clients for the session store, each with a connection pool of its own."""
 
     def __init__(self, url: str, *, ca_cert: str | None = None, sentinels: list[tuple[str, int]] | None = None,
-                 master: str | None = None, sentinel_password: str | None = None, timeout: float = 3.0) -> None:
+                 master: str | None = None, sentinel_password: str | None = None, timeout: float = 3.0,
+                 on_sentinel_question: Callable[[str], object] | None = None) -> None:
         self.url = url
         self.ca_cert = ca_cert
         self.master = master
@@ -130,14 +192,16 @@ class RedisTarget:
             brief = min(timeout, SENTINEL_TIMEOUT)
             self._sentinel = SteadySentinel(sentinels, sentinel_kwargs={
                 "socket_timeout": brief, "socket_connect_timeout": brief, "password": sentinel_password,
-                "retry": Retry(NoBackoff(), 0), **tls})
+                "retry": Retry(NoBackoff(), 0), **tls}, on_question=on_sentinel_question)
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> RedisTarget:
+    def from_config(cls, config: Mapping[str, Any],
+                    on_sentinel_question: Callable[[str], object] | None = None) -> RedisTarget:
+        """The target the settings name; on_sentinel_question is told each Sentinel question's outcome."""
         return cls(config["REDIS_URL"], ca_cert=config.get("REDIS_CA_CERT"),
                    sentinels=[sentinel_address(entry) for entry in config.get("REDIS_SENTINELS") or []],
                    master=config.get("REDIS_SENTINEL_MASTER"), sentinel_password=config.get("REDIS_SENTINEL_PASSWORD"),
-                   timeout=config["MEDIAFLOW_CONNECT_TIMEOUT"])
+                   timeout=config["MEDIAFLOW_CONNECT_TIMEOUT"], on_sentinel_question=on_sentinel_question)
 
     def client(self, **options: Any) -> redis.Redis:
         """A client with these connection options, to REDIS_URL's server or to Sentinel's master."""
@@ -208,19 +272,35 @@ def describe(error: BaseException, client: redis.Redis | None = None) -> str:
 
 
 def _silent(error: SentinelsSilent) -> str:
-    """Why no Sentinel answered: a certificate or a password first (each needs a fix), else each one's failure."""
+    """Why no Sentinel answered: a refusal first (a setting to fix), else each one's failure."""
     for address, failure in error.failures:
-        cause: BaseException | None = failure
-        while cause is not None:
-            if isinstance(cause, ssl.SSLCertVerificationError):
-                return (f"TLS verification failed against the Sentinel at {address}: its certificate was not "
-                        f"accepted ({cause.verify_message}); check REDIS_CA_CERT (it verifies the Sentinels too) and "
-                        "the host names in REDIS_SENTINELS")
-            if isinstance(cause, redis.AuthenticationError):
-                return f"the Sentinel at {address} refused the password: check REDIS_SENTINEL_PASSWORD"
-            cause = cause.__cause__ or cause.__context__
+        refusal = _refusal(address, failure)
+        if refusal:
+            return refusal
     each = ", ".join(f"{address} {failure.__class__.__name__}" for address, failure in error.failures)
     return f"no Sentinel answers ({each}): check that they run and REDIS_SENTINELS"
+
+
+def _refusal(address: str, error: BaseException) -> str | None:
+    """How the Sentinel at address refused the portal (a password, a certificate, an error answer), or None for
+    silence (no connection, a timeout, a connection cut): the first needs a setting fixed, the second may pass."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return (f"TLS verification failed against the Sentinel at {address}: its certificate was not "
+                    f"accepted ({cause.verify_message}); check REDIS_CA_CERT (it verifies the Sentinels too) and "
+                    "the host names in REDIS_SENTINELS")
+        if isinstance(cause, ssl.SSLError) and not isinstance(cause, ssl.SSLEOFError):
+            return f"the TLS handshake with the Sentinel at {address} failed ({cause.reason}): check its TLS settings"
+        if isinstance(cause, redis.AuthenticationError):
+            # Not "password: …", which the log's redaction would take for a secret.
+            return (f"the Sentinel at {address} refused REDIS_SENTINEL_PASSWORD (wrong, or not set where it asks "
+                    "for one)")
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(error, (redis.ConnectionError, redis.TimeoutError)):
+        return None
+    # It answered, with an error: no permission (ACL), or not a Sentinel at all.
+    return f"the Sentinel at {address} answered with an error ({error.__class__.__name__}): check REDIS_SENTINELS"
 
 
 def _address(address: tuple[str, int]) -> str:

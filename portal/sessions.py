@@ -210,8 +210,11 @@ def cookie_name(secure: bool, domain: str | None) -> str:
     return "__Secure-mediaflow_portal" if domain else "__Host-mediaflow_portal"
 
 
-def init_app(app: Flask) -> TokenStore:
-    """Attach Flask-Session's interface for SESSION_BACKEND; return the token store on the same backend."""
+def init_app(app: Flask, counts: metrics.Metrics) -> TokenStore:
+    """Attach Flask-Session's interface for SESSION_BACKEND; return the token store on the same backend.
+
+    counts: the app's metrics, which count the questions to Redis Sentinel.
+    """
     config = app.config
     config.update(
         SESSION_PERMANENT=True,
@@ -229,7 +232,7 @@ def init_app(app: Flask) -> TokenStore:
     options: dict[str, Any] = {"key_prefix": "mediaflow:session:", "use_signer": False, "permanent": True}
     store: TokenStore
     if config["SESSION_BACKEND"] == "redis":
-        target = RedisTarget.from_config(config)
+        target = RedisTarget.from_config(config, counts.sentinel_question)
         client = target.client(socket_timeout=config["MEDIAFLOW_READ_TIMEOUT"],
                                socket_connect_timeout=config["MEDIAFLOW_CONNECT_TIMEOUT"])
         config["SESSION_REDIS"] = client

@@ -152,13 +152,65 @@ def test_metrics_port_serves_the_sum_over_workers_and_the_public_port_none(emula
 
 def test_a_metrics_port_already_taken_stops_gunicorn_with_one_line(emulator: Emulator, tmp_path: Path) -> None:
     port = PORTAL_PORTS[0]
+    pidfile = tmp_path / "gunicorn.pid"
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         metrics_port = taken.getsockname()[1]
-        settings = portal_settings(emulator, "portal-test", port, GUNICORN_WORKERS="1", METRICS_PORT=str(metrics_port))
+        settings = portal_settings(emulator, "portal-test", port, GUNICORN_WORKERS="1", METRICS_PORT=str(metrics_port),
+                                   GUNICORN_CMD_ARGS=f"--pid {pidfile}")
         with pytest.raises(RuntimeError, match="did not start") as refused:
             start_portal(tmp_path, port, settings)
     assert f"cannot start: METRICS_PORT={metrics_port} on METRICS_BIND_HOST=127.0.0.1: Address already in use" in (
         str(refused.value))
     assert "Booting worker" not in str(refused.value)
+    assert not pidfile.exists(), "gunicorn's pidfile was left behind"
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_after_a_usr2_upgrade_the_new_master_serves_the_metrics_port_once_the_old_one_stops(
+        emulator: Emulator, tmp_path: Path) -> None:
+    port, metrics_port = PORTAL_PORTS[0], free_port()
+    pidfile = tmp_path / "gunicorn.pid"
+    settings = portal_settings(emulator, "portal-test", port, GUNICORN_WORKERS="1", METRICS_PORT=str(metrics_port),
+                               GUNICORN_CMD_ARGS=f"--pid {pidfile}")
+    portal = start_portal(tmp_path, port, settings)
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    new_master = 0
+    try:
+        assert requests.get(metrics_url, timeout=10).status_code == 200
+        # gunicorn's binary upgrade: USR2 starts a new master beside the old one, which keeps the metrics port.
+        portal.process.send_signal(signal.SIGUSR2)
+        upgraded = Path(f"{pidfile}.2")
+        deadline = time.monotonic() + 30
+        while not (upgraded.exists() and "served from here once that one stops" in portal.logs()):
+            assert time.monotonic() < deadline, portal.logs()
+            time.sleep(0.1)
+        new_master = int(upgraded.read_text())
+        # The operator then stops the old master; the new one takes the port within its retry's longest wait.
+        stop(portal.process)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                answer = requests.get(metrics_url, timeout=5)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, f"no metrics on the port 20 s after the old master stopped:\n" \
+                                                    f"{portal.logs()}"
+                time.sleep(0.2)
+        assert answer.status_code == 200 and "mediaflow_portal_logins_total" in answer.text
+        assert requests.get(f"{portal.url}/healthz", timeout=10).status_code == 200  # the new master's worker
+    finally:
+        stop(portal.process)
+        if new_master and running(new_master):
+            os.kill(new_master, signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while running(new_master) and time.monotonic() < deadline:
+                time.sleep(0.1)
+    assert portal.logs().count(f"Metrics of every worker at http://127.0.0.1:{metrics_port}/metrics") == 2

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from tests.conftest import start_redis
 from tests.support import (
@@ -34,6 +35,16 @@ def test_compose_gives_redis_a_password_and_the_portal_a_url_that_carries_it() -
     assert '"--requirepass", "${REDIS_PASSWORD:?' in compose
     assert "REDIS_URL: redis://:${REDIS_PASSWORD}@redis:6379/0" in compose
     assert "REDISCLI_AUTH: ${REDIS_PASSWORD}" in compose  # the healthcheck's redis-cli authenticates too
+
+
+def test_compose_serves_a_metrics_port_to_other_containers_and_publishes_it_to_no_one() -> None:
+    portal = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["portal"]
+    # The container's loopback would be reachable from no other container, Prometheus's included.
+    assert portal["environment"]["METRICS_BIND_HOST"] == "0.0.0.0"  # noqa: S104 - in the container, on purpose
+    assert portal["ports"] == ["127.0.0.1:5000:8000"]  # the portal's port only: the metrics port has no allow-list
+    for path in ("compose.yaml", ".env.example"):
+        text = " ".join(word for word in (ROOT / path).read_text().split() if word != "#")  # comments as prose
+        assert "no allow-list" in text and "container's own" in text, path
 
 
 def compose_environment(emulator: Emulator, port: int, redis_url: str) -> dict[str, str]:
@@ -95,14 +106,17 @@ def test_dockerfile_cmd_serves_health_readiness_and_a_login(emulator: Emulator, 
 def test_a_setting_the_portal_refuses_stops_gunicorn_at_once_with_one_line(tmp_path: Path, settings: dict[str, str],
                                                                           message: str) -> None:
     app_dir = stage_image(tmp_path / "image")
-    env = env_with(GUNICORN_BIND=f"127.0.0.1:{PORTAL_PORTS[2]}", **settings)
+    pidfile = tmp_path / "gunicorn.pid"
+    env = env_with(GUNICORN_BIND=f"127.0.0.1:{PORTAL_PORTS[2]}", GUNICORN_CMD_ARGS=f"--pid {pidfile}", **settings)
     command = dockerfile_cmd()
     result = subprocess.run([str(Path(sys.executable).parent / "gunicorn"), *command[1:]], cwd=app_dir, env=env,
                             capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode != 0
+    assert result.returncode == 2
     refusals = [line for line in result.stderr.splitlines() if "cannot start" in line]
     assert len(refusals) == 1 and message in refusals[0], result.stderr  # once, not once per worker boot
     assert "Booting worker" not in result.stderr and "Traceback" not in result.stderr
+    # Stopped as gunicorn stops itself: the pidfile it wrote before the check is gone.
+    assert not pidfile.exists()
 
 
 def test_the_product_image_ships_no_emulator_and_a_plain_build_makes_it(tmp_path: Path) -> None:

@@ -12,7 +12,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from portal.metrics import API_ENDPOINTS, LOGIN_OUTCOMES, REFRESH_OUTCOMES, SESSION_END_REASONS, UNMATCHED
+from portal.metrics import (
+    API_ENDPOINTS,
+    LOGIN_OUTCOMES,
+    REFRESH_OUTCOMES,
+    SENTINEL_OUTCOMES,
+    SESSION_END_REASONS,
+    UNMATCHED,
+)
 from tests.conftest import FakeClock
 from tests.support import ROOT, Emulator, csrf_token, free_port, portal_login, sign_in
 
@@ -195,8 +202,8 @@ def test_metrics_hold_no_user_id_email_token_or_cookie(make_app: Callable[..., F
     assert not [secret for secret in secrets if secret in text]
     # Every label value is a fixed word, a route template or a status: nothing a user or Mediaflow chose.
     routes = {rule.rule for rule in app.url_map.iter_rules()} | {UNMATCHED, "/metrics"}
-    fixed = {*LOGIN_OUTCOMES, *REFRESH_OUTCOMES, *SESSION_END_REASONS, *API_ENDPOINTS.values(), "token", "other",
-             "timeout", "unreachable"}
+    fixed = {*LOGIN_OUTCOMES, *REFRESH_OUTCOMES, *SESSION_END_REASONS, *SENTINEL_OUTCOMES, *API_ENDPOINTS.values(),
+             "token", "other", "timeout", "unreachable"}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             for label, shown in sample.labels.items():

@@ -5,18 +5,38 @@ from __future__ import annotations
 
 import logging
 import signal
+import socketserver
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 import requests
 from flask import Flask
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError
 
-from portal.redis_target import SENTINEL_TIMEOUT, RedisTarget, check_at_start, describe
+from portal.metrics import SENTINEL_OUTCOMES, Metrics
+from portal.redis_target import (
+    REFUSAL_LOG_EVERY,
+    SENTINEL_QUIET,
+    SENTINEL_TIMEOUT,
+    RedisTarget,
+    SentinelsSilent,
+    SteadySentinel,
+    check_at_start,
+    describe,
+)
 from portal.session_cache import SessionCache
-from tests.conftest import RedisServer, start_redis, start_sentinels
+from tests.conftest import FakeClock, RedisServer, start_redis, start_sentinels
 from tests.support import PORTAL_PORTS, Emulator, portal_login, portal_settings, start_portal, stop
 from tests.tls import Certificate, make_ca, make_certificate
 
@@ -167,6 +187,10 @@ def test_a_certificate_for_another_host_is_refused_naming_the_server(
         assert ready.status_code == 503
         assert where in ready.json["reason"]
         assert "mismatch" in ready.json["reason"] and "REDIS_CA_CERT" in ready.json["reason"]
+        if misnamed == "Sentinel":
+            # It answered, with a certificate the portal refused: counted as refused, never as silence.
+            counted = sentinel_questions(client.get("/metrics").text)
+            assert counted["refused"] >= 1 and counted["silent"] == 0 and counted["master"] == 0
     finally:
         if sentinels is not None:
             sentinels.stop()
@@ -224,7 +248,7 @@ def test_sentinels_with_their_own_password_and_a_master_with_another(make_app: C
         if sentinel_password == "wrong-pw":
             assert client.get("/login").status_code == 503
             reason = client.get("/readyz").json["reason"]
-            assert f"the Sentinel at {sentinels.setting} refused the password: check REDIS_SENTINEL_PASSWORD" in reason
+            assert f"the Sentinel at {sentinels.setting} refused REDIS_SENTINEL_PASSWORD (wrong, " in reason
             assert sentinel_password not in reason and "sentinel-pw-0123" not in reason
             return
         assert portal_login(client).status_code == 302
@@ -315,3 +339,206 @@ def test_while_no_sentinel_answers_new_connections_go_to_the_master_they_named(
         sentinels.stop()
         master.client.close()
         stop(master.process)
+
+
+class StubSentinel:
+    """A stand-in Sentinel on loopback, which answers SENTINEL MASTERS as its mode says.
+
+    "ok": the master "main" at master_port, seen up; "sdown": the same master, but down to this Sentinel
+    (a lagging or cut-off Sentinel); "silent": reads the question and never answers; "wrongpass": refuses
+    every password (NOAUTH on a connection authenticated before). It accepts any password otherwise. The
+    mode may change while clients are connected.
+    """
+
+    def __init__(self, mode: str, master_port: int) -> None:
+        self.mode = mode
+        self.master_port = master_port
+        stub = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                while command := read_command(self.rfile):
+                    self.wfile.write(stub.answer(command))
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer(self, command: list[bytes]) -> bytes:
+        """The reply, in RESP3 as redis-py asks (HELLO 3, with AUTH when it has a password)."""
+        name = command[0].upper()
+        if self.mode == "silent":
+            time.sleep(3 * SENTINEL_TIMEOUT)  # the client has given up by then
+            return b""
+        if self.mode == "wrongpass":
+            if b"AUTH" in command or name == b"AUTH":
+                return b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+            return b"-NOAUTH Authentication required.\r\n"
+        if name == b"HELLO":
+            return b"%1\r\n" + bulk("proto") + b":3\r\n"
+        if name in (b"AUTH", b"CLIENT"):
+            return b"+OK\r\n"
+        if command[:2] == [b"SENTINEL", b"MASTERS"]:
+            flags = "master" if self.mode == "ok" else "master,s_down"
+            state = {"name": "main", "ip": "127.0.0.1", "port": str(self.master_port), "flags": flags,
+                     "num-other-sentinels": "2", "quorum": "2"}
+            return b"*1\r\n" + f"%{len(state)}\r\n".encode() + b"".join(
+                bulk(key) + bulk(value) for key, value in state.items())
+        return b"-ERR unknown command\r\n"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def read_command(rfile: Any) -> list[bytes]:
+    """One command a client sent (a RESP array of bulk strings); empty when it hung up."""
+    header = rfile.readline()
+    if not header.startswith(b"*"):
+        return []
+    parts = []
+    for _ in range(int(header[1:])):
+        length = int(rfile.readline()[1:])
+        parts.append(rfile.read(length + 2)[:-2])
+    return parts
+
+
+def bulk(text: str) -> bytes:
+    return f"${len(text)}\r\n{text}\r\n".encode()
+
+
+@pytest.fixture
+def stubs() -> Iterator[Callable[..., list[StubSentinel]]]:
+    """Start stub Sentinels by mode; the one at index i names the master at port 7000 + i."""
+    started: list[StubSentinel] = []
+
+    def start(*modes: str) -> list[StubSentinel]:
+        made = [StubSentinel(mode, 7000 + index) for index, mode in enumerate(modes)]
+        started.extend(made)
+        return made
+
+    yield start
+    for stub in started:
+        stub.close()
+
+
+def steady_sentinel(stubs: list[StubSentinel], metrics: Metrics, clock: FakeClock | None = None,
+                    password: str | None = None) -> SteadySentinel:
+    """A SteadySentinel asking these stubs as the portal asks its Sentinels."""
+    options: dict[str, Any] = {"clock": clock} if clock else {}
+    return SteadySentinel([("127.0.0.1", stub.port) for stub in stubs], sentinel_kwargs={
+        "socket_timeout": SENTINEL_TIMEOUT, "socket_connect_timeout": SENTINEL_TIMEOUT, "password": password,
+        "retry": Retry(NoBackoff(), 0)}, on_question=metrics.sentinel_question, **options)
+
+
+def questions(metrics: Metrics) -> dict[str, int]:
+    """mediaflow_portal_sentinel_questions_total by outcome, the ones above 0."""
+    counts = {outcome: metrics.sentinel_questions.labels(outcome)._value.get() for outcome in SENTINEL_OUTCOMES}
+    return {outcome: int(count) for outcome, count in counts.items() if count}
+
+
+def sentinel_questions(scrape: str) -> dict[str, float]:
+    """mediaflow_portal_sentinel_questions_total by outcome, from a /metrics answer."""
+    return {sample.labels["outcome"]: sample.value for family in text_string_to_metric_families(scrape)
+            for sample in family.samples if sample.name == "mediaflow_portal_sentinel_questions_total"}
+
+
+# the Sentinels' modes in the order they are listed → the master named (its port), or the error of the question
+FIRST_QUESTIONS = [
+    (["sdown", "ok"], 7001),
+    (["silent", "sdown", "ok"], 7002),
+    (["sdown", "sdown"], MasterNotFoundError),
+    (["silent", "sdown"], MasterNotFoundError),
+    (["silent", "silent"], SentinelsSilent),
+]
+
+
+@pytest.mark.parametrize(("modes", "expected"), FIRST_QUESTIONS, ids=["-".join(row[0]) for row in FIRST_QUESTIONS])
+def test_every_sentinel_is_asked_until_one_names_a_usable_master(
+        stubs: Callable[..., list[StubSentinel]], caplog: pytest.LogCaptureFixture, modes: list[str],
+        expected: int | type[Exception]) -> None:
+    metrics = Metrics(CollectorRegistry())
+    sentinel = steady_sentinel(stubs(*modes), metrics)
+    try:
+        if isinstance(expected, int):
+            assert sentinel.discover_master("main") == ("127.0.0.1", expected)
+        else:
+            with pytest.raises(MasterNotFoundError) as raised:
+                sentinel.discover_master("main")
+            # Silent only when none answered; a Sentinel that says the master is down is an answer.
+            assert type(raised.value) is expected
+    finally:
+        sentinel.close()
+    outcome = {"ok": "master", "sdown": "no_master", "silent": "silent"}
+    assert questions(metrics) == dict(Counter(outcome[mode] for mode in modes))
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+def test_a_lagging_sentinel_listed_first_fails_no_connection_and_is_asked_second(
+        stubs: Callable[..., list[StubSentinel]], clock: FakeClock) -> None:
+    metrics = Metrics(CollectorRegistry())
+    lagging, good = stubs("ok", "ok")
+    good.master_port = lagging.master_port
+    sentinel = steady_sentinel([lagging, good], metrics, clock)
+    try:
+        assert sentinel.discover_master("main") == ("127.0.0.1", 7000)
+        lagging.mode = "sdown"  # cut off from the master, which serves on; the other Sentinel sees it up
+        assert sentinel.discover_master("main") == ("127.0.0.1", 7000)
+        assert questions(metrics) == {"master": 2, "no_master": 1}
+        # The one that named the master is asked first from now on.
+        assert sentinel.discover_master("main") == ("127.0.0.1", 7000)
+        assert questions(metrics) == {"master": 3, "no_master": 1}
+    finally:
+        sentinel.close()
+
+
+def test_a_sentinel_that_refuses_the_password_is_an_error_each_minute_and_counted(
+        stubs: Callable[..., list[StubSentinel]], clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    metrics = Metrics(CollectorRegistry())
+    [stub] = stubs("ok")
+    sentinel = steady_sentinel([stub], metrics, clock, password="sentinel-pw-0123")
+    address = f"127.0.0.1:{stub.port}"
+    try:
+        assert sentinel.discover_master("main") == ("127.0.0.1", 7000)
+        stub.mode = "wrongpass"  # its password changed, and the portal's did not
+        with caplog.at_level(logging.INFO, "portal.redis_target"):
+            # The master is still the one they named, and serves: new connections go on to it.
+            for _ in range(4):
+                assert sentinel.discover_master("main") == ("127.0.0.1", 7000)
+                clock.advance(SENTINEL_QUIET + 1)  # past the quiet: the next one asks again
+            assert questions(metrics) == {"master": 1, "refused": 4}
+            errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+            assert errors == [f"Redis Sentinel: the Sentinel at {address} refused REDIS_SENTINEL_PASSWORD (wrong, or "
+                              "not set where it asks for one)"]
+            clock.advance(REFUSAL_LOG_EVERY)
+            assert sentinel.discover_master("main") == ("127.0.0.1", 7000)
+            assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 2
+            warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+            assert len(warnings) == 1 and "refused REDIS_SENTINEL_PASSWORD" in warnings[0]
+            assert "sentinel-pw-0123" not in caplog.text
+            stub.mode = "ok"
+            clock.advance(SENTINEL_QUIET + 1)
+            assert sentinel.discover_master("main") == ("127.0.0.1", 7000)
+            assert "A Sentinel answers again" in caplog.text
+    finally:
+        sentinel.close()
+    assert questions(metrics) == {"master": 2, "refused": 5}
+
+
+def test_threads_that_know_no_master_yet_ask_the_sentinels_once(stubs: Callable[..., list[StubSentinel]]) -> None:
+    metrics = Metrics(CollectorRegistry())
+    sentinel = steady_sentinel(stubs("silent", "ok"), metrics)
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            found = list(pool.map(lambda _: sentinel.discover_master("main"), range(8)))
+    finally:
+        sentinel.close()
+    # One thread asked (the silent one's 0.5 s, then the other); the rest waited for it and took its master.
+    assert found == [("127.0.0.1", 7001)] * 8
+    assert questions(metrics) == {"silent": 1, "master": 1}
+
+
+def test_options_the_portal_does_not_use_are_refused() -> None:
+    with pytest.raises(TypeError):
+        SteadySentinel([("127.0.0.1", 26379)], sentinel_kwargs={}, force_master_ip="10.0.0.1")  # type: ignore[call-arg]

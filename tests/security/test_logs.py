@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,8 +15,20 @@ import pytest
 import requests
 
 from portal import audit
-from portal.logs import redact
-from tests.support import PORTAL_PORTS, Emulator, Portal, portal_settings, query_of, sign_in, start_portal, stop
+from portal.logs import RedactingFilter, gunicorn_logging, redact
+from tests.support import (
+    PORTAL_PORTS,
+    Emulator,
+    Portal,
+    dockerfile_cmd,
+    env_with,
+    portal_settings,
+    query_of,
+    sign_in,
+    stage_image,
+    start_portal,
+    stop,
+)
 
 
 @pytest.mark.parametrize(
@@ -183,3 +198,47 @@ def test_with_log_format_json_every_line_gunicorn_and_the_portal_write_is_json_w
     assert all({"time", "level", "logger", "message"} <= set(record) for record in records)
     leaked = sorted(secret for secret in secrets if secret in portal.logs())
     assert not leaked, f"{len(leaked)} secret value(s) reached the log"
+
+
+@pytest.mark.parametrize("secret", ["s3cr3t", "a-longer-client-secret-0123"], ids=["short", "long"])
+def test_a_known_secret_is_redacted_alike_in_the_apps_log_and_gunicorns(secret: str) -> None:
+    """The app's filter (logs.init_app) and gunicorn's (gunicorn.conf.py's logconfig_dict) treat a value alike."""
+    apps = RedactingFilter((secret, "a-secret-key-" + "x" * 40))
+    gunicorns = RedactingFilter(**{name: value for name, value in
+                                   gunicorn_logging(False, (secret, "a-secret-key-" + "x" * 40))["filters"]["redact"]
+                                   .items() if name != "()"})
+    lines = []
+    for redacting in (apps, gunicorns):
+        record = logging.LogRecord("portal", logging.INFO, __file__, 1, "GET /x-%s-x from one of us", (secret,), None)
+        redacting.filter(record)
+        lines.append(record.getMessage())
+    assert lines[0] == lines[1]
+    # A short value would cut words apart in every line: only the named patterns catch it (client_secret=…).
+    assert (secret in lines[0]) is (len(secret) < 8)
+
+
+@pytest.mark.gunicorn
+@pytest.mark.parametrize("bad", [{"GUNICORN_WORKERS": "many"}, {"MEDIAFLOW_CLIENT_SECRET": "a-secret-without-an-id"}],
+                         ids=["unreadable-setting", "refused-setting"])
+def test_log_format_json_in_the_env_file_makes_a_refusal_at_start_json(tmp_path: Path, bad: dict[str, str]) -> None:
+    app_dir = stage_image(tmp_path / "image")
+    (app_dir / ".env").write_text("LOG_FORMAT=json\n" + "".join(f"{name}={value}\n" for name, value in bad.items()))
+    result = subprocess.run([str(Path(sys.executable).parent / "gunicorn"), *dockerfile_cmd()[1:]], cwd=app_dir,
+                            env=env_with(GUNICORN_BIND=f"127.0.0.1:{PORTAL_PORTS[1]}"), capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 2, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [line["level"] for line in lines if "cannot start" in line["message"]] == ["error"]
+
+
+@pytest.mark.gunicorn
+def test_gunicorns_log_level_applies_to_its_own_lines(emulator: Emulator, tmp_path: Path) -> None:
+    port = PORTAL_PORTS[1]
+    settings = portal_settings(emulator, "portal-test", port, GUNICORN_WORKERS="1",
+                               GUNICORN_CMD_ARGS="--log-level warning")
+    portal = start_portal(tmp_path, port, settings)
+    stop(portal.process)
+    logs = portal.logs()
+    # gunicorn's info lines are below --log-level warning; the access log is another log, and stays.
+    assert "Starting gunicorn" not in logs and "Booting worker" not in logs, logs
+    assert '"GET /healthz" 200' in logs
