@@ -60,11 +60,15 @@ def refuse(server, message: str) -> NoReturn:  # type: ignore[no-untyped-def]
 try:
     settings = DEFAULTS | settings_from_env()
 except ConfigError as error:
-    # Read before gunicorn starts its master: no pidfile or socket to clean up yet.
+    # Read before gunicorn starts its master: no pidfile or socket to clean up yet, only the metrics folder.
     say(logging.ERROR, f"Mediaflow Portal cannot start: {error}")
+    shutil.rmtree(os.environ.get("MEDIAFLOW_PORTAL_MADE_METRICS_FOLDER", ""), ignore_errors=True)
     sys.exit(2)
 
 bind = settings["GUNICORN_BIND"]
+# gunicorn's control socket (gunicornc) has one path per user: two replicas on a host would take it from
+# each other, and a command meant for one could reach the other.
+control_socket_disable = True
 workers = settings["GUNICORN_WORKERS"]
 threads = settings["GUNICORN_THREADS"]
 timeout = settings["GUNICORN_TIMEOUT"]

@@ -48,7 +48,8 @@ LIMITS = {"seconds": (10, 3600), "sessions": (1, 1000), "rate": (1.0, 500.0)}
 # What each visit asks for, in turn: every other one /session, whose answer shows the token's last refresh.
 PAGES = ("/session", "/", "/session", "/library")
 LOAD_THREADS = 16
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# SIGHUP too: a closed terminal or a dropped ssh session must not leave the servers running.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class Stopped(BaseException):
@@ -93,7 +94,8 @@ def spawn(children: list[subprocess.Popen[bytes]], command: list[str], cwd: Path
     """Start a server and put it on children, the stop signals held meanwhile: one that arrives as it starts
     raises Stopped once the server is on the list, so that it is stopped with the others."""
     environment = {k: v for k, v in os.environ.items()
-                   if not k.startswith(("MEDIAFLOW_", "SESSION_", "REDIS_", "GUNICORN_", "LOG_", "PROMETHEUS_"))}
+                   if not k.startswith(("MEDIAFLOW_", "SESSION_", "REDIS_", "GUNICORN_", "LOG_", "PROMETHEUS_",
+                                                 "METRICS_", "ALLOWED_", "GATE_", "TRUSTED_", "LIBRARY_"))}
     environment.update(PYTHONPATH=str(ROOT), **env)
     with signals_held(), log.open("wb") if log else open(os.devnull, "wb") as out:
         # preexec_fn, which is unsafe beside other threads: the servers start before the load threads do.

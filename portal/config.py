@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import redis
 from dotenv import load_dotenv
 
 # The emulator's built-in demo client; public by design, valid only against the emulator.
@@ -208,6 +209,8 @@ def configure(config: dict[str, Any], instance_path: str) -> None:
             raise ConfigError("REDIS_URL is not set: SESSION_BACKEND=redis needs it, e.g. redis://localhost:6379/0")
         _check_url("REDIS_URL", config["REDIS_URL"], schemes=("redis", "rediss", "unix"))
         _check_redis(config)
+    else:
+        _check_session_folder(config, instance_path)
     _check_gate(config)
     _check_library(config)
     _check_metrics(config)
@@ -243,6 +246,8 @@ def _check_redis(config: dict[str, Any]) -> None:
     """TLS that verifies Redis's certificate, a CA file that can be read, Sentinels that are host:port."""
     url = config["REDIS_URL"]
     parts = urlsplit(url)
+    if parts.scheme != "unix" and not re.fullmatch(r"/?\d*", parts.path):
+        raise ConfigError(f"REDIS_URL={_shown(url)!r} names a database that is not a number: e.g. …/0")
     # As redis-py reads them: names as written, the first value of each.
     query = {name: values[0] for name, values in parse_qs(parts.query).items()}
     tls_options = sorted(name for name in query if name.startswith("ssl_"))
@@ -263,6 +268,11 @@ def _check_redis(config: dict[str, Any]) -> None:
             except (OSError, ValueError) as error:
                 reason = error.strerror if isinstance(error, OSError) and error.strerror else "no PEM certificate in it"
                 raise ConfigError(f"{name}={path!r} cannot be read as a CA file: {reason}") from None
+    try:
+        # As redis-py will read it: a port, an option or a value it cannot use, named now (no connection yet).
+        redis.ConnectionPool.from_url(url).make_connection()
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"REDIS_URL={_shown(url)!r} cannot be used: {error}") from None
     sentinels = config.get("REDIS_SENTINELS") or []
     if not sentinels:
         for name in ("REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD"):
@@ -305,6 +315,17 @@ def _check_gate(config: dict[str, Any]) -> None:
     domain = config.get("SESSION_COOKIE_DOMAIN")
     if domain and not re.fullmatch(r"\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", domain):
         raise ConfigError(f"SESSION_COOKIE_DOMAIN={domain!r} is not a domain with a dot, like example.com")
+
+
+def _check_session_folder(config: dict[str, Any], instance_path: str) -> None:
+    """The filesystem backend's folders exist or can be made: else every worker would fail at boot."""
+    base = Path(config.get("SESSION_FILE_DIR") or instance_path)
+    name = "SESSION_FILE_DIR" if config.get("SESSION_FILE_DIR") else "The instance folder"
+    try:
+        for part in ("sessions", "tokens"):
+            (base / part).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"{name}={str(base)!r} cannot hold the sessions: {error.strerror}") from None
 
 
 def _check_library(config: dict[str, Any]) -> None:
@@ -507,8 +528,11 @@ def _check_redirect_uri_is_exact(value: str) -> None:
 
 
 def _shown(url: str) -> str:
-    """The URL as it may be printed: anything before an "@" (a password, say) is masked."""
-    return re.sub(r"^([^/]*//|)[^/@]*@", r"\1***@", url)
+    """The URL as it may be printed: all before its last "@" is masked (a password may hold "/" or "@")."""
+    scheme, slashes, rest = url.partition("//")
+    if not slashes:
+        scheme, rest = "", url
+    return f"{scheme}{slashes}***@{rest.rpartition('@')[2]}" if "@" in rest else url
 
 
 def _is_loopback(host: str) -> bool:

@@ -37,6 +37,13 @@ def test_compose_gives_redis_a_password_and_the_portal_a_url_that_carries_it() -
     assert "REDISCLI_AUTH: ${REDIS_PASSWORD}" in compose  # the healthcheck's redis-cli authenticates too
 
 
+def test_compose_passes_every_setting_in_env_to_the_portal() -> None:
+    # Listing settings one by one under environment: dropped the allow-lists (everyone got in).
+    portal = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["portal"]
+    assert portal["env_file"] == [{"path": ".env", "required": False}]
+    assert portal["environment"]["GUNICORN_BIND"] == "0.0.0.0:8000"
+
+
 def test_compose_serves_a_metrics_port_to_other_containers_and_publishes_it_to_no_one() -> None:
     portal = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["portal"]
     # The container's loopback would be reachable from no other container, Prometheus's included.
@@ -100,14 +107,18 @@ def test_dockerfile_cmd_serves_health_readiness_and_a_login(emulator: Emulator, 
     ("settings", "message"),
     [({"GUNICORN_WORKERS": "4", "SESSION_BACKEND": "filesystem"}, "SESSION_BACKEND=filesystem with 4 workers"),
      ({"MEDIAFLOW_CLIENT_SECRET": "a-secret-without-an-id"}, "MEDIAFLOW_CLIENT_SECRET is set without"),
-     ({"MEDIAFLOW_CLIENT_ID": "c", "MEDIAFLOW_CLIENT_SECRET": "s", "SECRET_KEY": "short"}, "SECRET_KEY is too short")],
-    ids=["filesystem-and-workers", "secret-without-id", "weak-secret-key"],
+     ({"MEDIAFLOW_CLIENT_ID": "c", "MEDIAFLOW_CLIENT_SECRET": "s", "SECRET_KEY": "short"}, "SECRET_KEY is too short"),
+     ({"GUNICORN_WORKERS": "four"}, "GUNICORN_WORKERS='four'"),
+     ({"SESSION_FILE_DIR": "/proc/version"}, "SESSION_FILE_DIR='/proc/version' cannot hold the sessions")],
+    ids=["filesystem-and-workers", "secret-without-id", "weak-secret-key", "unreadable-setting", "session-folder"],
 )
 def test_a_setting_the_portal_refuses_stops_gunicorn_at_once_with_one_line(tmp_path: Path, settings: dict[str, str],
                                                                           message: str) -> None:
     app_dir = stage_image(tmp_path / "image")
     pidfile = tmp_path / "gunicorn.pid"
-    env = env_with(GUNICORN_BIND=f"127.0.0.1:{PORTAL_PORTS[2]}", GUNICORN_CMD_ARGS=f"--pid {pidfile}", **settings)
+    (tmp_path / "tmp").mkdir()
+    env = env_with(GUNICORN_BIND=f"127.0.0.1:{PORTAL_PORTS[2]}", GUNICORN_CMD_ARGS=f"--pid {pidfile}",
+                   TMPDIR=str(tmp_path / "tmp"), **settings)
     command = dockerfile_cmd()
     result = subprocess.run([str(Path(sys.executable).parent / "gunicorn"), *command[1:]], cwd=app_dir, env=env,
                             capture_output=True, text=True, timeout=60, check=False)
@@ -115,8 +126,9 @@ def test_a_setting_the_portal_refuses_stops_gunicorn_at_once_with_one_line(tmp_p
     refusals = [line for line in result.stderr.splitlines() if "cannot start" in line]
     assert len(refusals) == 1 and message in refusals[0], result.stderr  # once, not once per worker boot
     assert "Booting worker" not in result.stderr and "Traceback" not in result.stderr
-    # Stopped as gunicorn stops itself: the pidfile it wrote before the check is gone.
+    # Stopped as gunicorn stops itself: the pidfile it wrote before the check is gone, and the metrics folder.
     assert not pidfile.exists()
+    assert list((tmp_path / "tmp").iterdir()) == []
 
 
 def test_the_product_image_ships_no_emulator_and_a_plain_build_makes_it(tmp_path: Path) -> None:

@@ -163,6 +163,15 @@ BAD = [
      "REDIS_SENTINEL_PASSWORD is set without REDIS_SENTINELS"),
     ({"SESSION_BACKEND": "redis", "REDIS_URL": "unix:///run/redis.sock", "REDIS_SENTINELS": ["s1:26379"],
       "REDIS_SENTINEL_MASTER": "main"}, "REDIS_URL is unix:// with REDIS_SENTINELS"),
+    # What redis-py would stop on later, in every worker, with a traceback; a password is never shown.
+    ({"SESSION_BACKEND": "redis", "REDIS_URL": "redis://:hunter2-pw@cache:6379/0?socket_timeout=abc"},
+     "REDIS_URL='redis://***@cache:6379/0?socket_timeout=abc' cannot be used: Invalid value for 'socket_timeout'"),
+    ({"SESSION_BACKEND": "redis", "REDIS_URL": "redis://cache:6379/0?sockettimeout=5"}, "cannot be used"),
+    ({"SESSION_BACKEND": "redis", "REDIS_URL": "redis://cache:99999/0"}, "cannot be used: Port out of range"),
+    ({"SESSION_BACKEND": "redis", "REDIS_URL": "redis://cache:6379/x"}, "names a database that is not a number"),
+    ({"SESSION_BACKEND": "redis", "REDIS_URL": "rediss://:hunter2/pw@cache:6380/0"}, "REDIS_URL='rediss://***@cache"),
+    ({"SESSION_BACKEND": "redis", "REDIS_URL": "rediss://:hunter2@pw@cache:6380/x"}, "REDIS_URL='rediss://***@cache"),
+    ({"SESSION_FILE_DIR": str(ROOT / "README.md")}, "SESSION_FILE_DIR='" + str(ROOT / "README.md") + "' cannot hold"),
 ]
 
 
