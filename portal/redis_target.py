@@ -62,8 +62,9 @@ class SteadySentinel(Sentinel):
     min_other_sentinels, no connection_kwargs: master_for gets those). Once a master is known, one thread
     asks at a time (the others take the known master); a round in which no Sentinel says anything
     returns the known master and quiets the questions for SENTINEL_QUIET, then one Sentinel is asked
-    per round until one answers. When the Sentinels that answer all say there is no usable master (a
-    failover in progress), no connection goes to the old master.
+    per round until one answers. Once the Sentinels that answer all say there is no usable master (a
+    failover in progress), no new connection goes to the old master: the round forgets it, and the
+    threads that come next wait for a round and share its answer.
     """
 
     def __init__(self, sentinels: list[tuple[str, int]], sentinel_kwargs: dict[str, Any],
@@ -83,8 +84,9 @@ class SteadySentinel(Sentinel):
         # Set while no Sentinel answers, so the warning is logged once per silence, not per round.
         self._silent = False
         self._refusal_logged_at = -REFUSAL_LOG_EVERY
-        # When the last round failed, and how: threads that waited for a first discovery share its answer.
-        self._failed: tuple[float, list[tuple[str, BaseException]], bool] | None = None
+        # Rounds asked so far, and how the last one failed: threads that waited for a round share its answer.
+        self._rounds = 0
+        self._failed: tuple[list[tuple[str, BaseException]], bool] | None = None
 
     def discover_master(self, service_name: str) -> tuple[str, int]:
         known = self._known.get(service_name)
@@ -109,13 +111,13 @@ class SteadySentinel(Sentinel):
 
     def _discover_first(self, service_name: str) -> tuple[str, int]:
         """The master, none known yet: one thread asks, and the threads that waited for it share its answer."""
-        waited_from = self._clock()
+        rounds_before = self._rounds
         with self._asking:
             known = self._known.get(service_name)
             if known is not None:
                 return known
-            if self._failed is not None and self._failed[0] >= waited_from:
-                raise _failure(service_name, self._failed[1], silent=self._failed[2])
+            if self._failed is not None and self._rounds > rounds_before:
+                raise _failure(service_name, self._failed[0], silent=self._failed[1])
             return self._ask(service_name, one=False)
 
     def _ask(self, service_name: str, *, one: bool) -> tuple[str, int]:
@@ -148,12 +150,18 @@ class SteadySentinel(Sentinel):
                     self._on_question("master")
                     self._next = position
                     self._known[service_name] = (str(state["ip"]), int(state["port"]))
+                    self._failed = None
                     return self._known[service_name]
                 # It answered: down, a failover under way, or no such master. Another Sentinel may know better.
                 self._on_question("no_master")
-            self._failed = (self._clock(), failures, not answered)
+            if answered:
+                # Sentinels that answer name no usable master: the old one is not handed out meanwhile, and
+                # the threads that arrive go through _discover_first, where they wait for a round and share it.
+                self._known.pop(service_name, None)
+            self._failed = (failures, not answered)
             raise _failure(service_name, failures, silent=not answered)
         finally:
+            self._rounds += 1
             self._log_refusals(failures)
 
     def _log_refusals(self, failures: list[tuple[str, BaseException]]) -> None:

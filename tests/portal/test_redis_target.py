@@ -526,6 +526,31 @@ def test_a_sentinel_that_refuses_the_password_is_an_error_each_minute_and_counte
     assert questions(metrics) == {"master": 2, "refused": 5}
 
 
+def test_once_the_sentinels_say_the_master_is_down_no_thread_is_handed_it(
+        stubs: Callable[..., list[StubSentinel]]) -> None:
+    metrics = Metrics(CollectorRegistry())
+    [stub] = stubs("ok")
+    sentinel = steady_sentinel([stub], metrics)
+
+    def connect_to() -> str:
+        try:
+            host, port = sentinel.discover_master("main")
+        except MasterNotFoundError:
+            return "no master"
+        return f"{host}:{port}"
+
+    try:
+        assert connect_to() == "127.0.0.1:7000"
+        stub.mode = "sdown"  # a failover under way: the old master may still answer writes
+        assert connect_to() == "no master"
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            assert list(pool.map(lambda _: connect_to(), range(8))) == ["no master"] * 8
+        stub.mode = "ok"
+        assert connect_to() == "127.0.0.1:7000"
+    finally:
+        sentinel.close()
+
+
 def test_threads_that_know_no_master_yet_ask_the_sentinels_once(stubs: Callable[..., list[StubSentinel]]) -> None:
     metrics = Metrics(CollectorRegistry())
     sentinel = steady_sentinel(stubs("silent", "ok"), metrics)
