@@ -235,6 +235,8 @@ class TokenService:
             if error.is_final:
                 log.info("Token refresh refused by Mediaflow (%s): the Mediaflow session ends", error.error)
                 self._count("ended_session")
+                # Gone before the lock is let go: a request that waited for it must not try the same token again.
+                self.forget(key)
                 raise SessionEnded(f"Mediaflow refused the refresh: {error.error}", "refresh_refused") from None
             # Any other OAuth error is Mediaflow misbehaving, not a verdict on this session.
             return self._after_failure(key, tokens, now, error)

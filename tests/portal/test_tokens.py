@@ -216,6 +216,24 @@ def test_final_refusal_ends_the_session(store: TokenStore, clock: FakeClock) -> 
         service.fresh(key)
 
 
+def test_requests_that_waited_for_a_refused_refresh_do_not_try_the_same_token_again(store: TokenStore,
+                                                                                      clock: FakeClock) -> None:
+    # Refused once, then (were it asked again with the same refresh token) a token.
+    mediaflow = Mediaflow(MediaflowRefused("invalid_grant"), FRESH, wait=0.2)
+    service, key = service_with(store, mediaflow, clock)
+    clock.advance(51)
+
+    def attempt(_: int) -> str:
+        try:
+            return service.fresh(key).access_token
+        except SessionEnded as ended:
+            return ended.cause
+
+    with ThreadPoolExecutor(8) as pool:
+        causes = set(pool.map(attempt, range(8)))
+    assert mediaflow.calls == 1 and "refresh_refused" in causes and causes <= {"refresh_refused", "token_set_missing"}
+
+
 def test_requests_of_one_session_at_once_refresh_once_and_all_get_the_new_token(store: TokenStore,
                                                                                  clock: FakeClock) -> None:
     mediaflow = Mediaflow(FRESH, wait=0.2)
