@@ -64,14 +64,16 @@ class Stopped(BaseException):
 
 
 def stop_on_signals() -> None:
-    """Turn SIGTERM and SIGINT into Stopped: SIGTERM's default would end this process at once, its servers left."""
+    """Turn SIGTERM, SIGINT and SIGHUP into Stopped: their default would end this process at once, its servers left."""
     def raise_stopped(signum: int, frame: object) -> None:
         # From here on they wait: a second signal must not cut short the stopping of the servers.
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         raise Stopped(signum)
 
     for number in STOP_SIGNALS:
-        signal.signal(number, raise_stopped)
+        # Left ignored when ignored: `nohup make soak` asks for a soak that outlives the terminal.
+        if signal.getsignal(number) is not signal.SIG_IGN:
+            signal.signal(number, raise_stopped)
 
 
 @contextmanager

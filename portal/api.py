@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
 import requests
 from flask import Flask, current_app, g, session
+from urllib3.exceptions import ReadTimeoutError
 
 from . import metrics, tokens
 from .mediaflow import MediaflowRefused, MediaflowUnavailable
@@ -135,7 +136,7 @@ def _send(method: str, path: str, access_token: str, params: dict[str, Any], bod
             allow_redirects=False, stream=True,
         ) as response:
             content = bytearray()
-            for chunk in response.iter_content(64 * 1024):
+            for chunk in _read(response):
                 content += chunk
                 if time.monotonic() > deadline:
                     raise requests.Timeout
@@ -150,6 +151,19 @@ def _send(method: str, path: str, access_token: str, params: dict[str, Any], bod
         raise MediaflowUnavailable("Mediaflow's API cannot be reached") from None
     metrics.current().mediaflow_call(endpoint, response.status_code, time.perf_counter() - started)
     return Answer(response.status_code, _retry_after(response.headers.get("Retry-After", "")), bytes(content))
+
+
+def _read(response: requests.Response) -> Iterator[bytes]:
+    """The answer's bytes; a read that stalls past the read timeout is requests.Timeout, as one before the headers is.
+
+    requests reports a stall in the body as a ConnectionError around urllib3's ReadTimeoutError.
+    """
+    try:
+        yield from response.iter_content(64 * 1024)
+    except requests.ConnectionError as error:
+        if error.args and isinstance(error.args[0], ReadTimeoutError):
+            raise requests.Timeout from None
+        raise
 
 
 def _answer(answer: Answer, path: str) -> Any:

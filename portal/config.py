@@ -269,9 +269,10 @@ def _check_redis(config: dict[str, Any]) -> None:
                 reason = error.strerror if isinstance(error, OSError) and error.strerror else "no PEM certificate in it"
                 raise ConfigError(f"{name}={path!r} cannot be read as a CA file: {reason}") from None
     try:
-        # As redis-py will read it: a port, an option or a value it cannot use, named now (no connection yet).
+        # As redis-py will read it: a port, an option or a value it cannot use, named now. make_connection
+        # builds the connection object, which checks every option, without connecting.
         redis.ConnectionPool.from_url(url).make_connection()
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, redis.RedisError) as error:
         raise ConfigError(f"REDIS_URL={_shown(url)!r} cannot be used: {error}") from None
     sentinels = config.get("REDIS_SENTINELS") or []
     if not sentinels:
@@ -326,6 +327,8 @@ def _check_session_folder(config: dict[str, Any], instance_path: str) -> None:
             (base / part).mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(f"{name}={str(base)!r} cannot hold the sessions: {error.strerror}") from None
+    if not all(os.access(base / part, os.W_OK | os.X_OK) for part in ("sessions", "tokens")):
+        raise ConfigError(f"{name}={str(base)!r} cannot hold the sessions: its folders are not writable")
 
 
 def _check_library(config: dict[str, Any]) -> None:

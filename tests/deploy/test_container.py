@@ -42,6 +42,9 @@ def test_compose_passes_every_setting_in_env_to_the_portal() -> None:
     portal = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["portal"]
     assert portal["env_file"] == [{"path": ".env", "required": False}]
     assert portal["environment"]["GUNICORN_BIND"] == "0.0.0.0:8000"
+    # .env's emulator address is the host's loopback, for make run: the demo container has its own.
+    demo = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["portal-demo"]
+    assert demo["environment"]["MEDIAFLOW_EMULATOR_URL"] == "http://emulator:5001"
 
 
 def test_compose_serves_a_metrics_port_to_other_containers_and_publishes_it_to_no_one() -> None:

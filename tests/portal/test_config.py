@@ -167,6 +167,7 @@ BAD = [
     ({"SESSION_BACKEND": "redis", "REDIS_URL": "redis://:hunter2-pw@cache:6379/0?socket_timeout=abc"},
      "REDIS_URL='redis://***@cache:6379/0?socket_timeout=abc' cannot be used: Invalid value for 'socket_timeout'"),
     ({"SESSION_BACKEND": "redis", "REDIS_URL": "redis://cache:6379/0?sockettimeout=5"}, "cannot be used"),
+    ({"SESSION_BACKEND": "redis", "REDIS_URL": "redis://cache:6379/0?protocol=4"}, "cannot be used"),
     ({"SESSION_BACKEND": "redis", "REDIS_URL": "redis://cache:99999/0"}, "cannot be used: Port out of range"),
     ({"SESSION_BACKEND": "redis", "REDIS_URL": "redis://cache:6379/x"}, "names a database that is not a number"),
     ({"SESSION_BACKEND": "redis", "REDIS_URL": "rediss://:hunter2/pw@cache:6380/0"}, "REDIS_URL='rediss://***@cache"),

@@ -317,8 +317,10 @@ class Hostile:
 
     @staticmethod
     def trickled(body: bytes, every: float) -> Iterator[bytes]:
+        """The first byte at once (with the headers), then one byte every `every` seconds."""
         for index in range(len(body)):
-            time.sleep(every)
+            if index:
+                time.sleep(every)
             yield body[index:index + 1]
 
 
@@ -375,6 +377,19 @@ def test_an_answer_that_trickles_in_is_cut_off_at_the_calls_time_limit(make_app:
     del hostile.answers[LIST]
     # The half-read connection is not handed to the next call.
     assert client.get(f"/library/folders/{BRAND_ASSETS}").status_code == 200
+
+
+def test_an_answer_that_stalls_midway_is_counted_as_a_timeout(make_app: Callable[..., Flask],
+                                                                hostile: Hostile) -> None:
+    app = make_app(MEDIAFLOW_API_BASE=f"{hostile.url}/1", MEDIAFLOW_CONNECT_TIMEOUT=0.5, MEDIAFLOW_READ_TIMEOUT=1.0)
+    client = app.test_client()
+    portal_login(client)
+    hostile.answers[LIST] = (200, b'[{"id": 1, "name": "stalled"}]', 1.5)  # the headers and "[", then silence
+    page = client.get(f"/library/folders/{BRAND_ASSETS}")
+    assert page.status_code == 503 and "could not be reached in time" in page.text
+    scrape = client.get("/metrics").text
+    assert 'mediaflow_requests_total{endpoint="folder_files",status="timeout"} 1.0' in scrape
+    assert 'status="unreachable"' not in scrape
 
 
 def test_a_me_answer_of_the_wrong_shape_still_logs_in_without_a_name(make_app: Callable[..., Flask],
