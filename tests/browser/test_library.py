@@ -90,7 +90,10 @@ def watch_dialogs(page: Page) -> list[str]:
 def previews(page: Page, emulator: Emulator) -> list[str]:
     """Wait for the previews in <main> to finish loading; each must be a drawn image from the emulator."""
     expect(page.locator("main img").first).to_be_visible()
-    page.wait_for_function("[...document.querySelectorAll('main img')].every(img => img.complete)")
+    # Playwright's own polling: wait_for_function evaluates a string, which the portal's CSP refuses
+    # once the first check fails (no 'unsafe-eval').
+    for image in page.locator("main img").all():
+        expect(image).to_have_js_property("complete", True)
     images: list[dict[str, Any]] = page.eval_on_selector_all(
         "main img", "all => all.map(img => ({src: img.currentSrc, width: img.naturalWidth}))")
     for image in images:
