@@ -13,6 +13,7 @@ from typing import NoReturn
 # Metrics summed over the workers (prometheus_client's multiprocess mode, portal/metrics.py): each worker
 # keeps its numbers in files in this folder, which outlive it. Set before anything imports prometheus_client.
 # A folder made here is removed at exit (on_exit); remembered in the environment, as a HUP reads this file again.
+# MEDIAFLOW_PORTAL_MADE_METRICS_FOLDER is this file's own note, not a setting.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mediaflow-portal-metrics-")
     os.environ["MEDIAFLOW_PORTAL_MADE_METRICS_FOLDER"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
@@ -62,7 +63,9 @@ try:
 except ConfigError as error:
     # Read before gunicorn starts its master: no pidfile or socket to clean up yet, only the metrics folder.
     say(logging.ERROR, f"Mediaflow Portal cannot start: {error}")
-    shutil.rmtree(os.environ.get("MEDIAFLOW_PORTAL_MADE_METRICS_FOLDER", ""), ignore_errors=True)
+    # The metrics folder in use, only if this file made it: not whatever else the note might name.
+    if os.environ["PROMETHEUS_MULTIPROC_DIR"] == os.environ.get("MEDIAFLOW_PORTAL_MADE_METRICS_FOLDER"):
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
     sys.exit(2)
 
 bind = settings["GUNICORN_BIND"]

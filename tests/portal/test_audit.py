@@ -163,6 +163,21 @@ def sessions_ended(app: Flask, reason: str) -> float:
     raise AssertionError(f"no sessions_ended sample for {reason}")
 
 
+def all_at_once(app: Flask, cookie: str, send: Callable[[FlaskClient], int], count: int = 6) -> list[int]:
+    """count requests of one browser (the same session cookie), released together; their statuses."""
+    clients = [app.test_client() for _ in range(count)]
+    for client in clients:
+        client.set_cookie(app.config["SESSION_COOKIE_NAME"], cookie)
+    start = threading.Barrier(count)
+
+    def one(client: FlaskClient) -> int:
+        start.wait()
+        return int(send(client))
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(one, clients))
+
+
 # how the session ends, the portal's idle timeout, the event's reason and cause
 ENDINGS = [("idle", 900, "timeout", "idle"), ("refresh_refused", 7200, "mediaflow", "refresh_refused")]
 
@@ -179,17 +194,7 @@ def test_a_page_whose_requests_all_find_the_session_ended_writes_one_event_and_c
     before = sessions_ended(app, reason)
     capsys.readouterr()
     # A page load: its requests arrive at once, each with the same cookie, each finds the session over.
-    clients = [app.test_client() for _ in range(6)]
-    for client in clients:
-        client.set_cookie(name, cookie)
-    start = threading.Barrier(len(clients))
-
-    def load(client: FlaskClient) -> int:
-        start.wait()
-        return int(client.get("/session").status_code)
-
-    with ThreadPoolExecutor(len(clients)) as pool:
-        statuses = list(pool.map(load, clients))
+    statuses = all_at_once(app, cookie, lambda client: client.get("/session").status_code)
     # A request that loads the session after another saved it ended finds nobody logged in.
     assert set(statuses) <= {302, 401} and 401 in statuses
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
@@ -208,17 +213,7 @@ def test_logouts_of_one_session_at_once_write_one_event_and_count_one(
     name = app.config["SESSION_COOKIE_NAME"]
     cookie = first.get_cookie(name).value  # type: ignore[union-attr]
     capsys.readouterr()
-    clients = [app.test_client() for _ in range(6)]
-    for client in clients:
-        client.set_cookie(name, cookie)
-    start = threading.Barrier(len(clients))
-
-    def log_out(client: FlaskClient) -> int:
-        start.wait()
-        return int(client.post("/logout", data={"csrf_token": token}).status_code)
-
-    with ThreadPoolExecutor(len(clients)) as pool:
-        statuses = list(pool.map(log_out, clients))
+    statuses = all_at_once(app, cookie, lambda client: client.post("/logout", data={"csrf_token": token}).status_code)
     # The others find the session gone (400: its CSRF token went with it) or its token set forgotten (401).
     assert set(statuses) <= {302, 400, 401} and 302 in statuses
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
