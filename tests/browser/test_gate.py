@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import urllib3
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, sign_in, text
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, start_redis
 from tests.support import ROOT, Emulator, Portal, free_port, portal_settings, require_binary, start_portal, stop
 from tests.tls import NGINX, NGINX_HTTPS_PORT, TEST_DOMAIN, Certificate, Nginx, make_certificate, start_nginx
 
@@ -78,7 +79,8 @@ def start_echo_app() -> tuple[EchoApp, ThreadingHTTPServer]:
             app.raw.append(dict(self.headers.items()))
             body = (f"<!doctype html><title>Protected app</title><h1>Hello, {html.escape(headers[AUTH_HEADERS[2]])}"
                     f"</h1><p id=user>{html.escape(headers[AUTH_HEADERS[0]])}</p>").encode()
-            self.send_response(200)
+            # The app's own failure, which the gate must pass on as it is.
+            self.send_response(500 if self.path.startswith("/broken") else 200)
             self.send_header("Content-Type", "text/html; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -228,8 +230,61 @@ def test_a_burst_after_expiry_is_all_served_with_exactly_one_refresh(context: Br
 
     with ThreadPoolExecutor(max_workers=32) as threads:
         answers = list(threads.map(one, range(32)))
-    pool.close()
     assert [status for status, _ in answers] == [200] * 32
     assert all("Hello, Demo User" in body for _, body in answers)
     assert emulator.refreshes() == 1
     assert len([seen for seen in gate.app.seen if seen["path"].startswith("/burst/")]) == 32
+    # The README's error_page for a portal that cannot answer catches nginx's own 500s, never the app's.
+    broken = pool.request("GET", "/broken", headers={"Host": f"{APP_HOST}:{NGINX_HTTPS_PORT}", "Cookie": cookie},
+                          redirect=False, retries=False)
+    pool.close()
+    assert broken.status == 500 and "Hello, Demo User" in broken.data.decode()
+
+
+# What keeps the portal from answering nginx's subrequest: its session store, or the portal itself.
+PORTAL_AWAY = ["store-down", "portal-down"]
+
+
+@pytest.mark.parametrize("away", PORTAL_AWAY)
+def test_while_the_portal_cannot_answer_the_gate_says_try_again_and_the_app_sees_nothing(
+        emulator: Emulator, tmp_path: Path, away: str) -> None:
+    """The README's block on a stack of its own: one whose Redis or portal this test may stop."""
+    certificate = make_certificate(tmp_path / "tls", hosts=(PORTAL_HOST, APP_HOST))
+    store = start_redis(tmp_path)
+    app, server = start_echo_app()
+    plain, port = free_port(), free_port()
+    settings = portal_settings(
+        emulator, "portal-test", plain, SESSION_BACKEND="redis", REDIS_URL=store.url, GUNICORN_WORKERS="2",
+        SESSION_COOKIE_SECURE="true", SESSION_COOKIE_DOMAIN=TEST_DOMAIN, GATE_ALLOWED_REDIRECT_HOSTS=APP_HOST,
+        TRUSTED_PROXY_COUNT="1", MEDIAFLOW_REDIRECT_URI=f"https://{PORTAL_HOST}:{port}/callback")
+    portal = start_portal(tmp_path, plain, settings)
+    nginx: Nginx | None = None
+    pool = urllib3.HTTPSConnectionPool("127.0.0.1", port, ca_certs=str(certificate.cert), server_hostname=APP_HOST,
+                                       assert_hostname=APP_HOST)
+    # A session id as the portal makes them: reading it needs the store.
+    headers = {"Host": f"{APP_HOST}:{port}", "Cookie": f"__Secure-mediaflow_portal={secrets.token_urlsafe(32)}"}
+    try:
+        nginx = start_nginx(tmp_path / "nginx", port, readme_gate_config(
+            port, plain, int(app.url.rsplit(":", 1)[1]), certificate, tmp_path / "gate-portal.log"))
+        before = pool.request("GET", "/reports", headers=headers, redirect=False, retries=False)
+        assert before.status == 302 and f"//{PORTAL_HOST}:{port}/login?next=" in before.headers["Location"]
+
+        stop(store.process if away == "store-down" else portal.process)
+        answer = pool.request("GET", "/reports", headers=headers, redirect=False, retries=False)
+        assert answer.status == 503, (answer.status, answer.data[:300])
+        assert answer.headers["Retry-After"] == "30" and answer.headers["Cache-Control"] == "no-store"
+        assert answer.headers["Content-Type"].startswith("text/html")
+        page = answer.data.decode()
+        assert "Sign-in is unavailable just now" in page and "try again in a minute" in page
+        assert app.seen == []
+        if away == "store-down":
+            assert portal.process.poll() is None  # still serving: the 503 came from it, not from a crash
+    finally:
+        pool.close()
+        if nginx is not None:
+            stop(nginx.process)
+        stop(portal.process)
+        stop(store.process)
+        store.client.close()
+        server.shutdown()
+        server.server_close()
