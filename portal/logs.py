@@ -8,7 +8,7 @@ import random
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, has_request_context, request
@@ -57,6 +57,8 @@ class RedactingFilter(logging.Filter):
         self.known = known
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # gunicorn's access lines are logged after the request, with its atoms as the arguments: the id is there.
+        atoms = record.args if record.name == "gunicorn.access" and isinstance(record.args, Mapping) else None
         # Escape line breaks: a value from a request must never forge a second log line.
         message = redact(record.getMessage(), self.known)
         record.msg = message.replace("\r", "\\r").replace("\n", "\\n")
@@ -71,7 +73,12 @@ class RedactingFilter(logging.Filter):
             # An event's own fields (portal/audit.py) go into JSON lines as they are: redacted as the message is.
             record.fields = {name: redact(value, self.known) if isinstance(value, str) else value
                              for name, value in fields.items()}
-        record.request_id = request.environ.get(ENVIRON_KEY, "-") if has_request_context() else "-"
+        if has_request_context():
+            record.request_id = request.environ.get(ENVIRON_KEY, "-")
+        else:
+            # The portal's own X-Request-ID on the response, as gunicorn's atoms name it ("-" when there is none).
+            sent = atoms["{x-request-id}o"] if atoms is not None else "-"
+            record.request_id = sent if isinstance(sent, str) and REQUEST_ID.match(sent) else "-"
         return True
 
 

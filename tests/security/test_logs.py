@@ -171,7 +171,8 @@ def test_with_log_format_json_every_line_gunicorn_and_the_portal_write_is_json_w
         secrets.add(browser.cookies["mediaflow_portal"])
         secrets |= stored_tokens(tmp_path / "store")
         time.sleep(2.2)  # the 4-s token is due: a refresh
-        assert browser.get(f"{portal.url}/session", timeout=10).status_code == 200
+        refreshed = browser.get(f"{portal.url}/session", timeout=10)
+        assert refreshed.status_code == 200
         secrets |= stored_tokens(tmp_path / "store")
         assert browser.get(f"{portal.url}/callback?code=forged-code&state=forged-state", timeout=10).status_code == 400
         assert requests.get(f"{portal.url}/nowhere?access_token=at-in-a-query", timeout=10).status_code == 404
@@ -195,7 +196,11 @@ def test_with_log_format_json_every_line_gunicorn_and_the_portal_write_is_json_w
     assert any(message.startswith("Starting gunicorn") for message in messages)
     assert any(message.startswith("Shutting down") for message in messages)
     assert any('"GET /callback" 302' in message for message in messages), "the access log, without the query"
-    assert all({"time", "level", "logger", "message"} <= set(record) for record in records)
+    assert all({"time", "level", "logger", "request_id", "message"} <= set(record) for record in records)
+    # gunicorn's access line for a request carries the same id as the portal's lines for it, in the same field.
+    request_id = refreshed.headers["X-Request-ID"]
+    assert {record["logger"] for record in records if record["request_id"] == request_id} == {
+        "gunicorn.access", "portal.tokens"}, [record for record in records if record["request_id"] == request_id]
     leaked = sorted(secret for secret in secrets if secret in portal.logs())
     assert not leaked, f"{len(leaked)} secret value(s) reached the log"
 
