@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from _typeshed import OptExcInfo
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # used with fullmatch: "$" would let a final "\n" in
 # Where RequestIds leaves the id for the log lines of the request.
 ENVIRON_KEY = "portal.request_id"
 
@@ -58,6 +58,7 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         # gunicorn's access lines are logged after the request, with its atoms as the arguments: the id is there.
+        # Taken now, as record.args is cleared below.
         atoms = record.args if record.name == "gunicorn.access" and isinstance(record.args, Mapping) else None
         # Escape line breaks: a value from a request must never forge a second log line.
         message = redact(record.getMessage(), self.known)
@@ -77,8 +78,9 @@ class RedactingFilter(logging.Filter):
             record.request_id = request.environ.get(ENVIRON_KEY, "-")
         else:
             # The portal's own X-Request-ID on the response, as gunicorn's atoms name it ("-" when there is none).
-            sent = atoms["{x-request-id}o"] if atoms is not None else "-"
-            record.request_id = sent if isinstance(sent, str) and REQUEST_ID.match(sent) else "-"
+            # get, not []: only gunicorn's own atoms answer "-" for a missing key, and a filter must never raise.
+            sent = atoms.get("{x-request-id}o", "-") if atoms is not None else "-"
+            record.request_id = sent if isinstance(sent, str) and REQUEST_ID.fullmatch(sent) else "-"
         return True
 
 
@@ -94,7 +96,7 @@ class RequestIds:
         incoming = environ.get("HTTP_X_REQUEST_ID", "") if self.trust_incoming else ""
         # An id only correlates log lines; it need not be unpredictable, and random.getrandbits makes no
         # system call (secrets would read the OS random source on every request).
-        request_id = incoming if REQUEST_ID.match(incoming) else f"{random.getrandbits(64):016x}"
+        request_id = incoming if REQUEST_ID.fullmatch(incoming) else f"{random.getrandbits(64):016x}"
         environ[ENVIRON_KEY] = request_id
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None

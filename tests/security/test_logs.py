@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import requests
+from gunicorn.glogging import SafeAtoms
 
 from portal import audit
 from portal.logs import RedactingFilter, gunicorn_logging, redact
@@ -220,6 +221,25 @@ def test_a_known_secret_is_redacted_alike_in_the_apps_log_and_gunicorns(secret: 
     assert lines[0] == lines[1]
     # A short value would cut words apart in every line: only the named patterns catch it (client_secret=…).
     assert (secret in lines[0]) is (len(secret) < 8)
+
+
+# gunicorn's access record: its atoms (a SafeAtoms) as the arguments; the response's X-Request-ID among them.
+ACCESS_RECORDS = [
+    ("the-portals-id", SafeAtoms({"h": "127.0.0.1", "{x-request-id}o": "6f1c0a2b"}), "6f1c0a2b"),
+    ("no-id-sent", SafeAtoms({"h": "127.0.0.1"}), "-"),
+    ("an-id-with-a-quote", SafeAtoms({"h": "127.0.0.1", "{x-request-id}o": 'a"b'}), "-"),
+    ("an-id-with-a-final-newline", SafeAtoms({"h": "127.0.0.1", "{x-request-id}o": "abc\n"}), "-"),
+    ("another-logger-class-a-plain-dict", {"h": "127.0.0.1"}, "-"),
+]
+
+
+@pytest.mark.parametrize(("args", "request_id"), [row[1:] for row in ACCESS_RECORDS],
+                         ids=[row[0] for row in ACCESS_RECORDS])
+def test_gunicorns_access_line_carries_the_id_the_portal_sent_and_never_fails(args: Any, request_id: str) -> None:
+    record = logging.LogRecord("gunicorn.access", logging.INFO, __file__, 1, '%(h)s "GET /session" 200', (args,), None)
+    assert RedactingFilter().filter(record)
+    assert record.request_id == request_id  # type: ignore[attr-defined]
+    assert record.getMessage() == '127.0.0.1 "GET /session" 200'
 
 
 @pytest.mark.gunicorn
