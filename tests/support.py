@@ -179,6 +179,11 @@ class Portal:
     def logs(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def workers(self) -> set[int]:
+        """The process ids of gunicorn's workers: its master's children."""
+        pid = self.process.pid
+        return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
 
 def start_portal(tmp: Path, port: int, settings: Mapping[str, str]) -> Portal:
     """Run the Dockerfile's CMD (gunicorn) from a staged image folder with these settings.

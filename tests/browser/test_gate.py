@@ -4,8 +4,10 @@ an app with no login of its own behind it, and a real Chromium that knows portal
 from __future__ import annotations
 
 import html
+import os
 import re
 import secrets
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -230,24 +232,34 @@ def test_a_burst_after_expiry_is_all_served_with_exactly_one_refresh(context: Br
 
     with ThreadPoolExecutor(max_workers=32) as threads:
         answers = list(threads.map(one, range(32)))
+    pool.close()
     assert [status for status, _ in answers] == [200] * 32
     assert all("Hello, Demo User" in body for _, body in answers)
     assert emulator.refreshes() == 1
     assert len([seen for seen in gate.app.seen if seen["path"].startswith("/burst/")]) == 32
-    # The README's error_page for a portal that cannot answer catches nginx's own 500s, never the app's.
-    broken = pool.request("GET", "/broken", headers={"Host": f"{APP_HOST}:{NGINX_HTTPS_PORT}", "Cookie": cookie},
-                          redirect=False, retries=False)
-    pool.close()
-    assert broken.status == 500 and "Hello, Demo User" in broken.data.decode()
 
 
-# What keeps the portal from answering nginx's subrequest: its session store, or the portal itself.
-PORTAL_AWAY = ["store-down", "portal-down"]
+def test_the_apps_own_error_page_passes_through_untouched(context: BrowserContext, gate: Gate) -> None:
+    """The README's error_page for a portal that cannot answer catches nginx's own 500s, never the app's."""
+    page = context.new_page()
+    open_app_and_sign_in(page, gate, "/start")
+    page.wait_for_url(f"{gate.app_url}/start")
+    answer = page.goto(f"{gate.app_url}/broken")
+    assert answer is not None and answer.status == 500
+    assert "Hello, Demo User" in text(page)
 
 
-@pytest.mark.parametrize("away", PORTAL_AWAY)
+# What keeps the portal from answering nginx's subrequest, and what nginx's error log says of it.
+PORTAL_AWAY = [
+    ("store-down", "auth request unexpected status: 503"),  # Redis stopped: the portal's own 503
+    ("portal-down", "connect() failed (111: Connection refused)"),  # no replica runs
+    ("portal-hung", "upstream timed out"),  # every gunicorn process stopped (SIGSTOP): connections wait
+]
+
+
+@pytest.mark.parametrize(("away", "logged"), PORTAL_AWAY, ids=[row[0] for row in PORTAL_AWAY])
 def test_while_the_portal_cannot_answer_the_gate_says_try_again_and_the_app_sees_nothing(
-        emulator: Emulator, tmp_path: Path, away: str) -> None:
+        emulator: Emulator, tmp_path: Path, away: str, logged: str) -> None:
     """The README's block on a stack of its own: one whose Redis or portal this test may stop."""
     certificate = make_certificate(tmp_path / "tls", hosts=(PORTAL_HOST, APP_HOST))
     store = start_redis(tmp_path)
@@ -258,29 +270,54 @@ def test_while_the_portal_cannot_answer_the_gate_says_try_again_and_the_app_sees
         SESSION_COOKIE_SECURE="true", SESSION_COOKIE_DOMAIN=TEST_DOMAIN, GATE_ALLOWED_REDIRECT_HOSTS=APP_HOST,
         TRUSTED_PROXY_COUNT="1", MEDIAFLOW_REDIRECT_URI=f"https://{PORTAL_HOST}:{port}/callback")
     portal = start_portal(tmp_path, plain, settings)
+    config = readme_gate_config(port, plain, int(app.url.rsplit(":", 1)[1]), certificate, tmp_path / "gate-portal.log")
+    # The README's 20 s, which a hung portal would cost this test: the same directive, shorter.
+    assert config.count("proxy_read_timeout 20s;") == 1
+    config = config.replace("proxy_read_timeout 20s;", "proxy_read_timeout 2s;")
     nginx: Nginx | None = None
-    pool = urllib3.HTTPSConnectionPool("127.0.0.1", port, ca_certs=str(certificate.cert), server_hostname=APP_HOST,
-                                       assert_hostname=APP_HOST)
+    pools = {host: urllib3.HTTPSConnectionPool("127.0.0.1", port, ca_certs=str(certificate.cert), server_hostname=host,
+                                               assert_hostname=host, retries=False)
+             for host in (APP_HOST, PORTAL_HOST)}
     # A session id as the portal makes them: reading it needs the store.
-    headers = {"Host": f"{APP_HOST}:{port}", "Cookie": f"__Secure-mediaflow_portal={secrets.token_urlsafe(32)}"}
+    cookie = f"__Secure-mediaflow_portal={secrets.token_urlsafe(32)}"
+
+    def get(host: str, path: str) -> urllib3.BaseHTTPResponse:
+        return pools[host].request("GET", path, headers={"Host": f"{host}:{port}", "Cookie": cookie}, redirect=False)
+
+    stopped: set[int] = set()
     try:
-        nginx = start_nginx(tmp_path / "nginx", port, readme_gate_config(
-            port, plain, int(app.url.rsplit(":", 1)[1]), certificate, tmp_path / "gate-portal.log"))
-        before = pool.request("GET", "/reports", headers=headers, redirect=False, retries=False)
+        nginx = start_nginx(tmp_path / "nginx", port, config)
+        before = get(APP_HOST, "/reports")
         assert before.status == 302 and f"//{PORTAL_HOST}:{port}/login?next=" in before.headers["Location"]
 
-        stop(store.process if away == "store-down" else portal.process)
-        answer = pool.request("GET", "/reports", headers=headers, redirect=False, retries=False)
-        assert answer.status == 503, (answer.status, answer.data[:300])
-        assert answer.headers["Retry-After"] == "30" and answer.headers["Cache-Control"] == "no-store"
-        assert answer.headers["Content-Type"].startswith("text/html")
-        page = answer.data.decode()
-        assert "Sign-in is unavailable just now" in page and "try again in a minute" in page
-        assert app.seen == []
         if away == "store-down":
-            assert portal.process.poll() is None  # still serving: the 503 came from it, not from a crash
+            stop(store.process)
+        elif away == "portal-down":
+            stop(portal.process)
+        else:
+            stopped = {portal.process.pid, *portal.workers()}
+            for pid in stopped:
+                os.kill(pid, signal.SIGSTOP)
+        began = time.monotonic()
+        answer = get(APP_HOST, "/reports")
+        took = time.monotonic() - began
+        assert answer.status == 503, (answer.status, answer.data[:300])
+        assert answer.headers["Retry-After"] == "60" and answer.headers["Cache-Control"] == "no-store"
+        assert answer.headers["Content-Type"].startswith("text/html")
+        assert "Sign-in is unavailable just now" in answer.data.decode()
+        assert took < 10, took  # the hung portal's wait is proxy_read_timeout's, not nginx's default minute
+        assert app.seen == []
+        assert logged in nginx.logs()
+        if away == "portal-down":
+            # The portal's own host: no replica runs, so the same page rather than nginx's bare 502. (A hung one
+            # gets it too, after nginx's default minute: the portal's own pages may wait on Mediaflow.)
+            own = get(PORTAL_HOST, "/")
+            assert own.status == 503 and "Sign-in is unavailable just now" in own.data.decode()
     finally:
-        pool.close()
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        for pool in pools.values():
+            pool.close()
         if nginx is not None:
             stop(nginx.process)
         stop(portal.process)

@@ -27,11 +27,6 @@ def scrape(portal: Portal) -> dict[tuple[str, tuple[tuple[str, str], ...]], floa
             for family in text_string_to_metric_families(answer.text) for sample in family.samples}
 
 
-def workers(portal: Portal) -> set[int]:
-    pid = portal.process.pid
-    return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
-
-
 def requests_to(route: str, status: str = "200") -> tuple[str, tuple[tuple[str, str], ...]]:
     return ("mediaflow_portal_requests_total", (("route", route), ("status", status)))
 
@@ -64,13 +59,13 @@ def test_metrics_are_the_sum_over_workers_and_outlive_a_killed_one(emulator: Emu
         assert before[requests_to("/healthz")] >= 20
         assert len({path.name for path in folder.glob("counter_*.db")}) == 2  # one file per worker
 
-        killed = min(workers(portal))
+        killed = min(portal.workers())
         os.kill(killed, signal.SIGTERM)
         # Replaced once the new worker has built its app: its file joins the dead worker's, which stays.
         deadline = time.monotonic() + 30
         while len(list(folder.glob("counter_*.db"))) < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert killed not in workers(portal) and len(workers(portal)) == 2, "gunicorn did not replace the worker"
+        assert killed not in portal.workers() and len(portal.workers()) == 2, "gunicorn did not replace the worker"
         assert f"counter_{killed}.db" in {path.name for path in folder.glob("counter_*.db")}
 
         after = scrape(portal)
