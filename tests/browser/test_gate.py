@@ -3,6 +3,7 @@ an app with no login of its own behind it, and a real Chromium that knows portal
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import re
@@ -15,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import urllib3
@@ -239,14 +241,19 @@ def test_a_burst_after_expiry_is_all_served_with_exactly_one_refresh(context: Br
     assert len([seen for seen in gate.app.seen if seen["path"].startswith("/burst/")]) == 32
 
 
-def test_the_apps_own_error_page_passes_through_untouched(context: BrowserContext, gate: Gate) -> None:
-    """The README's error_page for a portal that cannot answer catches nginx's own 500s, never the app's."""
+def test_the_apps_and_the_portals_own_error_pages_pass_through_untouched(context: BrowserContext, gate: Gate,
+                                                                         emulator: Emulator) -> None:
+    """The README's error_page lines for a portal that cannot answer catch nginx's own errors only."""
     page = context.new_page()
     open_app_and_sign_in(page, gate, "/start")
     page.wait_for_url(f"{gate.app_url}/start")
     answer = page.goto(f"{gate.app_url}/broken")
     assert answer is not None and answer.status == 500
     assert "Hello, Demo User" in text(page)
+    emulator.fault(endpoint="api", kind="garbage")  # the portal's own 502 page, on the portal's host
+    answer = page.goto(f"{gate.portal_url}/library")
+    assert answer is not None and answer.status == 502
+    assert "could not understand" in text(page) and "Sign-in is unavailable" not in text(page)
 
 
 # What keeps the portal from answering nginx's subrequest, and what nginx's error log says of it.
@@ -265,15 +272,18 @@ def test_while_the_portal_cannot_answer_the_gate_says_try_again_and_the_app_sees
     store = start_redis(tmp_path)
     app, server = start_echo_app()
     plain, port = free_port(), free_port()
+    # No MEDIAFLOW_REDIRECT_URI: the callback URL is built from what nginx forwards.
     settings = portal_settings(
         emulator, "portal-test", plain, SESSION_BACKEND="redis", REDIS_URL=store.url, GUNICORN_WORKERS="2",
         SESSION_COOKIE_SECURE="true", SESSION_COOKIE_DOMAIN=TEST_DOMAIN, GATE_ALLOWED_REDIRECT_HOSTS=APP_HOST,
-        TRUSTED_PROXY_COUNT="1", MEDIAFLOW_REDIRECT_URI=f"https://{PORTAL_HOST}:{port}/callback")
+        TRUSTED_PROXY_COUNT="1", TRUSTED_HOSTS=PORTAL_HOST)
+    del settings["MEDIAFLOW_REDIRECT_URI"]
     portal = start_portal(tmp_path, plain, settings)
     config = readme_gate_config(port, plain, int(app.url.rsplit(":", 1)[1]), certificate, tmp_path / "gate-portal.log")
-    # The README's 20 s, which a hung portal would cost this test: the same directive, shorter.
-    assert config.count("proxy_read_timeout 20s;") == 1
-    config = config.replace("proxy_read_timeout 20s;", "proxy_read_timeout 2s;")
+    if away == "portal-hung":
+        # The README's 20 s, which the hung portal would cost this test: the same directive, shorter.
+        assert config.count("proxy_read_timeout 20s;") == 1
+        config = config.replace("proxy_read_timeout 20s;", "proxy_read_timeout 2s;")
     nginx: Nginx | None = None
     pools = {host: urllib3.HTTPSConnectionPool("127.0.0.1", port, ca_certs=str(certificate.cert), server_hostname=host,
                                                assert_hostname=host, retries=False)
@@ -281,14 +291,19 @@ def test_while_the_portal_cannot_answer_the_gate_says_try_again_and_the_app_sees
     # A session id as the portal makes them: reading it needs the store.
     cookie = f"__Secure-mediaflow_portal={secrets.token_urlsafe(32)}"
 
-    def get(host: str, path: str) -> urllib3.BaseHTTPResponse:
-        return pools[host].request("GET", path, headers={"Host": f"{host}:{port}", "Cookie": cookie}, redirect=False)
+    def get(host: str, path: str, **extra: str) -> urllib3.BaseHTTPResponse:
+        return pools[host].request("GET", path, headers={"Host": f"{host}:{port}", "Cookie": cookie, **extra},
+                                   redirect=False)
 
     stopped: set[int] = set()
     try:
         nginx = start_nginx(tmp_path / "nginx", port, config)
         before = get(APP_HOST, "/reports")
         assert before.status == 302 and f"//{PORTAL_HOST}:{port}/login?next=" in before.headers["Location"]
+        # A client's own X-Forwarded-Port never reaches the portal, which believes that header from nginx.
+        login = get(PORTAL_HOST, "/login", **{"X-Forwarded-Port": "1234"})
+        assert login.status == 302
+        assert f"redirect_uri={quote(f'https://{PORTAL_HOST}:{port}/callback', safe='')}" in login.headers["Location"]
 
         if away == "store-down":
             stop(store.process)
@@ -297,7 +312,8 @@ def test_while_the_portal_cannot_answer_the_gate_says_try_again_and_the_app_sees
         else:
             stopped = {portal.process.pid, *portal.workers()}
             for pid in stopped:
-                os.kill(pid, signal.SIGSTOP)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
         began = time.monotonic()
         answer = get(APP_HOST, "/reports")
         took = time.monotonic() - began
@@ -313,9 +329,11 @@ def test_while_the_portal_cannot_answer_the_gate_says_try_again_and_the_app_sees
             # gets it too, after nginx's default minute: the portal's own pages may wait on Mediaflow.)
             own = get(PORTAL_HOST, "/")
             assert own.status == 503 and "Sign-in is unavailable just now" in own.data.decode()
+            assert own.headers["Retry-After"] == "60" and own.headers["Cache-Control"] == "no-store"
     finally:
         for pid in stopped:
-            os.kill(pid, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
         for pool in pools.values():
             pool.close()
         if nginx is not None:
