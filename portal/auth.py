@@ -150,8 +150,7 @@ def logout() -> Response:
     """End the session: delete its server-side record and the token set, and clear the cookie."""
     key = session.get("tokens_key")
     if key:
-        first = _first_to_end(key)
-        tokens.service().forget(key)
+        first = tokens.service().end(key)
         log.info("Logout of user %s", (session.get("user") or {}).get("id"))
         if first:
             metrics.current().session_ended("logout")
@@ -165,7 +164,7 @@ def logout() -> Response:
 @bp.app_errorhandler(SessionEnded)
 def session_ended(error: SessionEnded) -> Any:
     """Mediaflow refused the session's tokens in the middle of a page (portal/api.py): end it politely."""
-    return _session_ended("mediaflow", error.cause)
+    return _session_ended("mediaflow", error.cause, first=error.first)
 
 
 def login_required(view: F) -> F:
@@ -205,7 +204,7 @@ def load_session() -> Any:
     try:
         g.tokens = service.fresh(key)
     except SessionEnded as ended:
-        return _session_ended("mediaflow", ended.cause)
+        return _session_ended("mediaflow", ended.cause, first=ended.first)
     user = g.user = saved.get("user")
     refusal = gate.policy().refusal(user)
     if refusal:
@@ -264,13 +263,16 @@ def _start_session(token: dict[str, Any]) -> dict[str, Any]:
     return user
 
 
-def _session_ended(reason: str, cause: str, refusal: str | None = None) -> Any:
-    """Forget the Mediaflow session politely and offer to log in again, back to this page."""
+def _session_ended(reason: str, cause: str, refusal: str | None = None, first: bool | None = None) -> Any:
+    """Forget the Mediaflow session politely and offer to log in again, back to this page.
+
+    first: whether this request ended it, when the token service already did (a refused refresh).
+    """
     user = session.get("user")
     key = session.pop("tokens_key", None)
     if key:
-        first = _first_to_end(key)
-        tokens.service().forget(key)
+        if first is None:
+            first = tokens.service().end(key)
         if first:
             metrics.current().session_ended(reason)
             audit.session_ended(reason, cause, user, refusal)
@@ -283,11 +285,3 @@ def _session_ended(reason: str, cause: str, refusal: str | None = None) -> Any:
         return gate.unauthorized()
     next_url = safe_next_url(request.full_path.rstrip("?")) if request.method == "GET" else None
     return render_template("errors/session_ended.html", reason=reason, next_url=next_url), 401
-
-
-def _first_to_end(key: str) -> bool:
-    """True for the one request that ends this session: a page's requests arrive at once and each finds it over.
-
-    Claimed before the token set is forgotten, so the winner is one that saw why the session ended.
-    """
-    return tokens.service().store.claim(f"ended:{key}", LOGIN_LIFETIME)

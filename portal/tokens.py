@@ -28,17 +28,22 @@ log = logging.getLogger(__name__)
 BACKOFF_START, BACKOFF_MAX = 5.0, 60.0
 # Token sets this worker keeps a copy of (the sessions it served most recently).
 MAX_COPIES = 10_000
+# How long the claim on a session's end is kept: far longer than a page's requests take to find it over.
+ENDED_CLAIM_SECONDS = 600
 
 
 class SessionEnded(Exception):
     """The Mediaflow session cannot go on; the user must log in again.
 
     cause, for the audit trail: refresh_refused, no_refresh_token, token_rejected or token_set_missing.
+    first: set when the token service has already ended the session (TokenService.end): whether this
+    request was the one that ended it.
     """
 
-    def __init__(self, message: str, cause: str) -> None:
+    def __init__(self, message: str, cause: str, first: bool | None = None) -> None:
         super().__init__(message)
         self.cause = cause
+        self.first = first
 
 
 class RefreshFailed(Exception):
@@ -188,6 +193,16 @@ class TokenService:
             if len(self._copies) > MAX_COPIES:
                 del self._copies[next(iter(self._copies))]
 
+    def end(self, key: str) -> bool:
+        """Forget the session's token set; True for the one request that ends the session.
+
+        A page's requests arrive at once, and each may find the session over. The claim comes before the
+        token set is gone, so a request that then finds it missing never wins: the winner saw why it ended.
+        """
+        first = self.store.claim(f"ended:{key}", ENDED_CLAIM_SECONDS)
+        self.forget(key)
+        return first
+
     def forget(self, key: str) -> None:
         """Delete a session's token set (logout, or the session ended)."""
         with self._copies_lock:
@@ -236,8 +251,9 @@ class TokenService:
                 log.info("Token refresh refused by Mediaflow (%s): the Mediaflow session ends", error.error)
                 self._count("ended_session")
                 # Gone before the lock is let go: a request that waited for it must not try the same token again.
-                self.forget(key)
-                raise SessionEnded(f"Mediaflow refused the refresh: {error.error}", "refresh_refused") from None
+                first = self.end(key)
+                raise SessionEnded(f"Mediaflow refused the refresh: {error.error}", "refresh_refused",
+                                   first) from None
             # Any other OAuth error is Mediaflow misbehaving, not a verdict on this session.
             return self._after_failure(key, tokens, now, error)
         except mediaflow.MediaflowError as error:
