@@ -196,15 +196,23 @@ class TokenService:
     def end(self, key: str) -> bool:
         """Forget the session's token set; True for the one request that ends the session.
 
-        A page's requests arrive at once, and each may find the session over. The claim comes before the
-        token set is gone, so a request that then finds it missing never wins: the winner saw why it ended.
+        A page's requests arrive at once, and each may find the session over. The claim comes before
+        end() deletes the token set, so a request that then finds it missing never wins: the winner saw
+        why it ended.
         """
         first = self.store.claim(f"ended:{key}", ENDED_CLAIM_SECONDS)
-        self.forget(key)
+        try:
+            self.forget(key)
+        except (StoreUnavailable, OSError):
+            if not first:
+                raise
+            # The end is claimed: were it given up now, no request could ever write its event. The set is
+            # unreachable once the session forgets its key, and expires with its TTL.
+            log.warning("The ended session's token set could not be deleted; it expires on its own")
         return first
 
     def forget(self, key: str) -> None:
-        """Delete a session's token set (logout, or the session ended)."""
+        """Delete a session's token set (its end, or a new login in the same session)."""
         with self._copies_lock:
             self._copies.pop(key, None)
         self.store.delete(key)

@@ -17,7 +17,15 @@ from prometheus_client import CollectorRegistry
 from portal.mediaflow import MediaflowRefused, MediaflowUnavailable
 from portal.metrics import REFRESH_OUTCOMES, Metrics
 from portal.stores import FileTokenStore, RedisTokenStore
-from portal.tokens import LockTimeout, RefreshFailed, SessionEnded, TokenService, TokenSet, TokenStore
+from portal.tokens import (
+    LockTimeout,
+    RefreshFailed,
+    SessionEnded,
+    StoreUnavailable,
+    TokenService,
+    TokenSet,
+    TokenStore,
+)
 from tests.conftest import FakeClock, RedisServer
 from tests.support import Emulator, portal_login
 
@@ -234,8 +242,49 @@ def test_requests_that_waited_for_a_refused_refresh_do_not_try_the_same_token_ag
         ends = list(pool.map(attempt, range(8)))
     assert mediaflow.calls == 1
     assert {cause for cause, _ in ends} <= {"refresh_refused", "token_set_missing"}
-    # One of them ended the session, whichever finished first: the one that saw why (the audit trail's cause).
+    # One of them ended the session: the one that saw why (the audit trail's cause).
     assert [cause for cause, first in ends if first] == ["refresh_refused"]
+
+
+def test_a_request_that_finds_a_refused_set_missing_never_wins_the_end(store: TokenStore, clock: FakeClock,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deterministic: another request ends the session the moment the refused set is deleted."""
+    service, key = service_with(store, Mediaflow(MediaflowRefused("invalid_grant")), clock)
+    others: list[bool] = []
+    delete = store.delete
+
+    def delete_then_another_request_ends(name: str) -> None:
+        delete(name)
+        monkeypatch.setattr(store, "delete", delete)
+        others.append(service.end(name))  # it finds the set missing, and tries to end the session
+
+    monkeypatch.setattr(store, "delete", delete_then_another_request_ends)
+    clock.advance(51)
+    with pytest.raises(SessionEnded) as ended:
+        service.fresh(key)
+    assert (ended.value.cause, ended.value.first) == ("refresh_refused", True)
+    assert others == [False]
+
+
+def test_an_end_whose_delete_fails_is_still_the_one_end(store: TokenStore, clock: FakeClock,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the end is claimed, a store that fails to delete the set must not leave the session unended forever."""
+    service, key = service_with(store, Mediaflow(MediaflowRefused("invalid_grant")), clock)
+    delete = store.delete
+
+    def fails_once(name: str) -> None:
+        monkeypatch.setattr(store, "delete", delete)
+        raise StoreUnavailable("the session store (Redis) did not answer in time")
+
+    monkeypatch.setattr(store, "delete", fails_once)
+    clock.advance(51)
+    with pytest.raises(SessionEnded) as ended:
+        service.fresh(key)
+    assert (ended.value.cause, ended.value.first) == ("refresh_refused", True)
+    # A later request that still finds the set refreshes in vain, and is not a second end.
+    with pytest.raises(SessionEnded) as again:
+        service.fresh(key)
+    assert again.value.first is False
 
 
 def test_requests_of_one_session_at_once_refresh_once_and_all_get_the_new_token(store: TokenStore,
