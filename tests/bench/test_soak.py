@@ -41,6 +41,13 @@ def running(pid: int) -> bool:
         return False
 
 
+def as_from_a_terminal() -> None:
+    """The stop signals at their defaults, as `make soak` typed in a terminal gets them: a test run started in the
+    background by a script inherits SIGINT ignored, which the soak rightly leaves ignored (as under nohup)."""
+    for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(number, signal.SIG_DFL)
+
+
 # (signal, seconds after the servers answer): at once it lands in the logins; a second later in the first
 # round of visits (2 sessions at 1 request/s), while the load threads run.
 STOPS = [(signal.SIGTERM, 0.0), (signal.SIGTERM, 1.0), (signal.SIGINT, 1.0), (signal.SIGHUP, 1.0)]
@@ -53,7 +60,7 @@ def test_a_soak_stopped_by_a_signal_stops_every_server_it_started(tmp_path: Path
     require_binary("redis-server", "redis-server")
     soak = subprocess.Popen([sys.executable, "-m", "bench.soak", "--seconds", "10", "--sessions", "2"], cwd=ROOT,
                             env=env_with(PYTHONPATH=str(ROOT), TMPDIR=str(tmp_path)), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=as_from_a_terminal)
     started: set[int] = set()
     try:
         assert soak.stdout is not None
