@@ -93,8 +93,8 @@ logconfig_dict = gunicorn_logging(settings["LOG_FORMAT"] == "json",
 
 # After a USR2 upgrade, the new master binds the metrics port once the old one has let it go: it tries after 1 s,
 # then twice as long each time, at most every 10 s.
-METRICS_RETRY_FIRST = 1.0
-METRICS_RETRY_LONGEST = 10.0
+RETRY_FIRST_SECONDS = 1.0
+RETRY_LONGEST_SECONDS = 10.0
 
 # Forwarded headers are the app's business (ProxyFix with TRUSTED_PROXY_COUNT), not gunicorn's.
 forwarded_allow_ips = ""
@@ -157,16 +157,16 @@ def when_ready(server):  # type: ignore[no-untyped-def]
 
 
 def serve_metrics_when_free(server, host: str, port: int) -> None:  # type: ignore[no-untyped-def]
-    """Try the metrics port again in a thread, every METRICS_RETRY_FIRST seconds and twice as long each time, up to
-    METRICS_RETRY_LONGEST, until it is free."""
+    """Try the metrics port again in a thread until it is free: after RETRY_FIRST_SECONDS, then twice as long each
+    time, at most RETRY_LONGEST_SECONDS apart."""
     def retry() -> None:
-        wait = METRICS_RETRY_FIRST
+        wait = RETRY_FIRST_SECONDS
         while True:
             time.sleep(wait)
             try:
                 serve_from_master(host, port)
             except OSError:
-                wait = min(wait * 2, METRICS_RETRY_LONGEST)
+                wait = min(wait * 2, RETRY_LONGEST_SECONDS)
                 continue
             server.log.info("Metrics of every worker at http://%s:%s/metrics", f"[{host}]" if ":" in host else host,
                             port)

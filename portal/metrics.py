@@ -31,7 +31,7 @@ ROUTE_KEY = "portal.route"
 
 LOGIN_OUTCOMES = ("ok", "denied", "state_error", "provider_error", "refused", "unavailable", "error")
 REFRESH_OUTCOMES = ("ok", "waited", "failed_kept", "ended_session")
-SESSION_END_REASONS = ("logout", "timeout", "mediaflow", "refused")
+END_REASONS = ("logout", "timeout", "mediaflow", "refused")
 # How a question to one Sentinel ended (portal/redis_target.py): it named a usable master; it answered that it knows
 # none (down, a failover under way, an unknown name); it refused the portal (password, TLS, an error); no answer.
 SENTINEL_OUTCOMES = ("master", "no_master", "refused", "silent")
@@ -83,7 +83,7 @@ class Metrics:
             self.logins.labels(outcome)
         for outcome in REFRESH_OUTCOMES:
             self.refreshes.labels(outcome)
-        for reason in SESSION_END_REASONS:
+        for reason in END_REASONS:
             self.sessions_ended.labels(reason)
         for outcome in SENTINEL_OUTCOMES:
             self.sentinel_questions.labels(outcome)

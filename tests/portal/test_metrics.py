@@ -14,10 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from portal.metrics import (
     API_ENDPOINTS,
+    END_REASONS,
     LOGIN_OUTCOMES,
     REFRESH_OUTCOMES,
     SENTINEL_OUTCOMES,
-    SESSION_END_REASONS,
     UNMATCHED,
 )
 from tests.conftest import FakeClock
@@ -202,7 +202,7 @@ def test_metrics_hold_no_user_id_email_token_or_cookie(make_app: Callable[..., F
     assert not [secret for secret in secrets if secret in text]
     # Every label value is a fixed word, a route template or a status: nothing a user or Mediaflow chose.
     routes = {rule.rule for rule in app.url_map.iter_rules()} | {UNMATCHED, "/metrics"}
-    fixed = {*LOGIN_OUTCOMES, *REFRESH_OUTCOMES, *SESSION_END_REASONS, *SENTINEL_OUTCOMES, *API_ENDPOINTS.values(),
+    fixed = {*LOGIN_OUTCOMES, *REFRESH_OUTCOMES, *END_REASONS, *SENTINEL_OUTCOMES, *API_ENDPOINTS.values(),
              "token", "other", "timeout", "unreachable"}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
