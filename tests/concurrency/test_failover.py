@@ -263,8 +263,9 @@ def test_paused_sentinels_leave_the_known_master_serving_with_short_waits(
     assert codes == [200]
     assert ready == [200, 200]
     # The first request of each worker that asks waits for each of the 3 Sentinels (0.5 s each), then none waits
-    # more than one Sentinel's 0.5 s; with room for a busy machine. Today's code waited 3 s for each: 9 s.
-    assert waits[-1] < 3.0
+    # more than one Sentinel's 0.5 s; with room for a busy machine (another test file runs beside this one). The
+    # code before waited 3 s for each: 9 s.
+    assert waits[-1] < 4.5
     for portal in cluster.portals:
         warned = portal.logs().count("Redis Sentinel: no Sentinel answers (")
         assert 1 <= warned <= WORKERS, f"{warned} warnings: one per worker is enough"

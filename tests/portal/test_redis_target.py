@@ -326,8 +326,9 @@ def test_while_no_sentinel_answers_new_connections_go_to_the_master_they_named(
                     assert describe(raised.value, client).startswith("no Sentinel names a master")
                 waits.append(time.monotonic() - began)
         if served:
-            # The first asks both Sentinels (0.5 s each at most); the next ones take the known master at once.
-            assert waits[0] < 2 * SENTINEL_TIMEOUT + 0.5 and max(waits[1:]) < 0.2, waits
+            # The first asks both Sentinels (0.5 s each at most); the next ones take the known master at once: less
+            # than asking even one paused Sentinel would cost. With room for a busy machine.
+            assert waits[0] < 2 * SENTINEL_TIMEOUT + 1.5 and max(waits[1:]) < SENTINEL_TIMEOUT, waits
             warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
             assert len(warnings) == 1 and warnings[0].startswith("Redis Sentinel: no Sentinel answers (")
             assert f"the master they last named, 127.0.0.1:{master.port}" in warnings[0]
@@ -555,9 +556,16 @@ def test_once_the_sentinels_say_the_master_is_down_no_thread_is_handed_it(
 def test_threads_that_know_no_master_yet_ask_the_sentinels_once(stubs: Callable[..., list[StubSentinel]]) -> None:
     metrics = Metrics(CollectorRegistry())
     sentinel = steady_sentinel(stubs("silent", "ok"), metrics)
+    # All at once, as a page's requests arrive: a thread that came after the first answer would rightly ask again.
+    together = threading.Barrier(8)
+
+    def discover(_: int) -> tuple[str, int]:
+        together.wait()
+        return sentinel.discover_master("main")
+
     try:
         with ThreadPoolExecutor(max_workers=8) as pool:
-            found = list(pool.map(lambda _: sentinel.discover_master("main"), range(8)))
+            found = list(pool.map(discover, range(8)))
     finally:
         sentinel.close()
     # One thread asked (the silent one's 0.5 s, then the other); the rest waited for it and took its master.
