@@ -6,7 +6,7 @@ session). People log in, then each comes back every few seconds, to either repli
 steady rate in all: their home page, /session and the library's folder tree. Everything listens on
 127.0.0.1 only. The report: requests served, errors, sessions kept, refreshes per token renewal
 (exactly one is the target: the emulator's refresh grants against the renewals the sessions saw),
-p50 and p99 latency, and each worker's resident memory at the start and the end. SIGTERM or SIGINT
+p50 and p99 latency, and each worker's resident memory at the start and the end. SIGTERM, SIGHUP or SIGINT
 (Ctrl-C) stops the load and every server it started, and exits with 128 + the signal's number.
 
     python -m bench.soak [--seconds 600] [--sessions 200] [--rate SESSIONS/4]

@@ -365,6 +365,9 @@ def _check_metrics(config: dict[str, Any]) -> None:
     if port is not None and not 1 <= port <= 65535:
         raise ConfigError(f"METRICS_PORT={port!r} is not a TCP port (1 to 65535)")
     host = config["METRICS_BIND_HOST"]
+    if host.startswith("["):
+        # prometheus_client binds the address as written: with brackets it is no address at all.
+        raise ConfigError(f"METRICS_BIND_HOST={host!r}: write an IPv6 address without brackets, like ::1")
     if not (HOST_NAME.fullmatch(host) or _is_ip_address(host)):
         raise ConfigError(f"METRICS_BIND_HOST={host!r} is not an IP address or host name like 127.0.0.1 or 0.0.0.0")
 

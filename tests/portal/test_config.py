@@ -118,6 +118,7 @@ BAD = [
     ({"METRICS_PORT": 0}, "METRICS_PORT=0 is not a TCP port"),
     ({"METRICS_PORT": 70000}, "METRICS_PORT=70000 is not a TCP port"),
     ({"METRICS_BIND_HOST": "http://127.0.0.1"}, "METRICS_BIND_HOST='http://127.0.0.1' is not an IP address"),
+    ({"METRICS_BIND_HOST": "[::1]"}, "METRICS_BIND_HOST='[::1]': write an IPv6 address without brackets, like ::1"),
     ({"GATE_ALLOWED_REDIRECT_HOSTS": ["app.example", "https://evil.example"]},
      "GATE_ALLOWED_REDIRECT_HOSTS='https://evil.example' is not a host name"),
     ({"SESSION_COOKIE_DOMAIN": "com"}, "SESSION_COOKIE_DOMAIN='com' is not a domain with a dot"),
