@@ -43,6 +43,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         print(f"Mediaflow Portal cannot start: {error}", file=sys.stderr)
         raise SystemExit(2) from None
 
+    # nginx asks /auth before each request to a protected app: a session this worker holds live copies of is
+    # answered around Flask, anything else by the gate's view. Wrapped first: ProxyFix and every middleware
+    # added below still see each request.
+    app.wsgi_app = gate.KeptSessions(app, app.wsgi_app)  # type: ignore[method-assign]
+
     # Behind TRUSTED_PROXY_COUNT proxies, believe their X-Forwarded-* headers (the callback URL becomes https).
     if app.config["TRUSTED_PROXY_COUNT"]:
         hops = app.config["TRUSTED_PROXY_COUNT"]

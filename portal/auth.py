@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from . import api, audit, gate, mediaflow, metrics, tokens
-from .sessions import LOGIN_LIFETIME, regenerate_id
+from .sessions import LOGIN_LIFETIME, regenerate_id, seen_mark_due, timed_out
 from .tokens import SessionEnded, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,6 @@ PENDING_LOGINS = "pending_logins"
 MAX_PENDING_LOGINS = 3
 # How much of Mediaflow's error text a login failure shows.
 MAX_ERROR_LENGTH, MAX_DESCRIPTION_LENGTH = 64, 200
-# Write the idle-timeout mark at most this often, so most requests do not write the session.
-SEEN_RESOLUTION = 60
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -196,11 +194,9 @@ def load_session() -> Any:
     service = tokens.service()
     config = current_app.config
     now = service.clock()
-    seen_at = saved.get("seen_at", 0)
-    if now - saved.get("login_at", 0) > config["SESSION_MAX_LIFETIME"]:
-        return _session_ended("timeout", "lifetime")
-    if now - seen_at > config["SESSION_IDLE_TIMEOUT"]:
-        return _session_ended("timeout", "idle")
+    timeout = timed_out(saved, now, config)
+    if timeout:
+        return _session_ended("timeout", timeout)
     try:
         g.tokens = service.fresh(key)
     except SessionEnded as ended:
@@ -210,7 +206,7 @@ def load_session() -> Any:
     if refusal:
         # Started under allow-lists that named this user; the current ones do not.
         return _session_ended("refused", "allow_lists", refusal)
-    if now - seen_at > min(SEEN_RESOLUTION, config["SESSION_IDLE_TIMEOUT"] / 10):
+    if seen_mark_due(saved, now, config):
         session["seen_at"] = now
     return None
 

@@ -3,21 +3,31 @@
 nginx's auth_request asks GET /auth (GATE_AUTH_PATH) before each request to a protected app. The
 before_request hook (auth.load_session) has already loaded the session and refreshed its token set
 when due, one refresh at a time, so the view only reads g.user: 202 with X-Auth-Request-* headers,
-or 401, which nginx turns into a redirect to /login?next=<the app's URL>.
+or 401, which nginx turns into a redirect to /login?next=<the app's URL>. Most of these requests come
+from sessions the worker already holds: KeptSessions answers them before Flask, with the same checks.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from flask import Blueprint, Flask, current_app, g, jsonify, request
+from werkzeug.exceptions import SecurityError
+from werkzeug.http import parse_cookie
 from werkzeug.wrappers import Response
+from werkzeug.wsgi import get_host
 
+from . import metrics
 from .config import HOST_NAME
+from .sessions import seen_mark_due, timed_out
+from .tokens import TokenService, TokenSet
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 log = logging.getLogger(__name__)
 bp = Blueprint("gate", __name__)
@@ -137,28 +147,88 @@ def restricted() -> bool:
 
 def auth() -> Response:
     """Answer nginx's auth_request: 202 with the user's headers for a live session, else 401."""
-    user = g.user
-    if user is None or not (_text(user.get("id")) or _text(user.get("username"))):
-        # A login whose /me failed has no identity to hand an app: no 202 for it.
+    if g.user is None:
         return unauthorized()
+    headers, problem = answer_headers(g.user, g.tokens, current_app.config["GATE_PASS_ACCESS_TOKEN"])
+    if problem:
+        log.warning("Gate: %s", problem)
+    if headers is None:
+        return unauthorized()
+    return Response(b"", 202, headers, mimetype="text/plain")
+
+
+def answer_headers(user: Mapping[str, Any], tokens: TokenSet, pass_token: bool
+                   ) -> tuple[list[tuple[str, str]] | None, str | None]:
+    """The 202's headers for this user (None: answer 401), and what is wrong with them, if anything."""
+    if not (_text(user.get("id")) or _text(user.get("username"))):
+        # A login whose /me failed has no identity to hand an app: no 202 for it.
+        return None, None
     # One list handed to the response: no header is looked up, and nothing else is added (security.py skips /auth).
     headers = [("Cache-Control", "no-store")]
     for header, field in HEADERS.items():
         value = header_value(user.get(field), MAX_HEADER_LENGTH)
         if field in IDENTITY_FIELDS and value != _text(user.get(field)).encode("utf-8").decode("latin-1"):
             # Cleaned up, "demo\u200b" would read as "demo": an app must never take one user for another.
-            log.warning("Gate: the user's %s cannot be sent as a header as it is; answering 401", field)
-            return unauthorized()
+            return None, f"the user's {field} cannot be sent as a header as it is; answering 401"
         if value:
             headers.append((header, value))
-    if current_app.config["GATE_PASS_ACCESS_TOKEN"]:
-        token = header_value(g.tokens.access_token, MAX_TOKEN_LENGTH)
-        if token == g.tokens.access_token:
-            headers.append((TOKEN_HEADER, token))
-        else:
+    if pass_token:
+        token = header_value(tokens.access_token, MAX_TOKEN_LENGTH)
+        if token != tokens.access_token:
             # Never a part of a token: an app would get a broken one and fail in a confusing way.
-            log.warning("Gate: the access token cannot be sent as a header (too long or unusual characters)")
-    return Response(b"", 202, headers, mimetype="text/plain")
+            return headers, "the access token cannot be sent as a header (too long or unusual characters)"
+        headers.append((TOKEN_HEADER, token))
+    return headers, None
+
+
+class KeptSessions:
+    """WSGI middleware around Flask itself: /auth for a session this worker holds live copies of, without Flask.
+
+    nginx asks /auth before every request to a protected app, so its cost is added to each of them.
+    Flask's request context, hooks and session interface cost more than the answer: a session whose
+    record and token set this worker already holds (the session cache's tracked copy, the token
+    service's copy) needs none of them. Only a 202 is answered here, by the checks load_session and
+    the view make; anything else goes on to Flask, whose answer is the gate's: no copy, a token due for
+    refresh, an idle mark to write, a Host outside TRUSTED_HOSTS, the allow-lists, a header that cannot
+    be sent as it is.
+    """
+
+    def __init__(self, app: Flask, wsgi_app: WSGIApplication) -> None:
+        self.app = app
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        headers = self._kept_answer(environ) if environ.get("REQUEST_METHOD") == "GET" else None
+        if headers is None:
+            return self.wsgi_app(environ, start_response)
+        environ[metrics.ROUTE_KEY] = self.app.config["GATE_AUTH_PATH"]
+        # What Flask sends for the view's 202: its headers, then Content-Type and Content-Length, then Vary.
+        start_response("202 ACCEPTED", [*headers, ("Content-Type", "text/plain; charset=utf-8"),
+                                        ("Content-Length", "0"), ("Vary", "Cookie")])
+        return [b""]
+
+    def _kept_answer(self, environ: WSGIEnvironment) -> list[tuple[str, str]] | None:
+        config = self.app.config
+        if environ.get("PATH_INFO") != config["GATE_AUTH_PATH"]:
+            return None
+        try:
+            get_host(environ, config["TRUSTED_HOSTS"])  # the check Flask makes before it routes
+        except SecurityError:
+            return None
+        sid = parse_cookie(environ).get(config["SESSION_COOKIE_NAME"])
+        record = self.app.session_interface.kept_record(sid) if sid else None  # type: ignore[attr-defined]
+        key = record.get("tokens_key") if record else None
+        if record is None or key is None:
+            return None
+        service: TokenService = self.app.extensions["mediaflow_tokens"]
+        now = service.clock()
+        tokens = service.kept(key)
+        user = record.get("user")
+        if (tokens is None or user is None or timed_out(record, now, config) or seen_mark_due(record, now, config)
+                or self.app.extensions["mediaflow_gate"].refusal(user)):
+            return None
+        headers, problem = answer_headers(user, tokens, config["GATE_PASS_ACCESS_TOKEN"])
+        return None if problem else headers
 
 
 @bp.get("/userinfo")

@@ -87,16 +87,11 @@ class SessionCache:
     def get(self, key: str, load: Callable[[str], bytes | None]) -> bytes | None:
         """The record under key: this worker's copy when Redis has not changed it, else load(key)."""
         now = time.monotonic()
-        if self._due(now) and self._asking.acquire(blocking=False):
-            try:
-                self._reach_redis(now)
-            finally:
-                self._asking.release()
+        self._keep_up(now)
         with self._lock:
             tracking = self._read_invalidations(now)
-            entry = self._entries.get(key)
-            if tracking and isinstance(entry, tuple) and now - entry[0] < MAX_AGE:
-                record: bytes = entry[1]
+            record = self._live(key, now) if tracking else None
+            if record is not None:
                 return record
             marker = object()
             if tracking:
@@ -120,6 +115,13 @@ class SessionCache:
                         self._entries[key] = (now, value)
         return value
 
+    def copy(self, key: str) -> bytes | None:
+        """This worker's copy of the record under key while Redis has not changed it, else None; never reads Redis."""
+        now = time.monotonic()
+        self._keep_up(now)
+        with self._lock:
+            return self._live(key, now) if self._read_invalidations(now) else None
+
     def forget(self, key: str) -> None:
         """Drop the copy after this worker wrote or deleted the record (before Redis's message arrives)."""
         with self._lock:
@@ -128,6 +130,18 @@ class SessionCache:
     def close(self) -> None:
         with self._lock:
             self._drop(time.monotonic())
+
+    def _live(self, key: str, now: float) -> bytes | None:
+        entry = self._entries.get(key)
+        return entry[1] if isinstance(entry, tuple) and now - entry[0] < MAX_AGE else None
+
+    def _keep_up(self, now: float) -> None:
+        """Open the tracking connection, or ask Sentinel, when due: one thread does it while the others go on."""
+        if self._due(now) and self._asking.acquire(blocking=False):
+            try:
+                self._reach_redis(now)
+            finally:
+                self._asking.release()
 
     def _due(self, now: float) -> bool:
         """Whether the tracking connection is to be opened, or Sentinel asked (read without the lock: a hint)."""

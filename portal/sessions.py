@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ RECORD_SHAPE: dict[str, type | tuple[type, ...]] = {
 }
 
 
+# Write the idle-timeout mark at most this often, so most requests do not write the session.
+SEEN_RESOLUTION = 60
 # tokens.TokenService.start makes these: secrets.token_urlsafe(32).
 TOKENS_KEY = re.compile(r"[A-Za-z0-9_-]{43}")
 
@@ -59,6 +62,20 @@ def well_formed(record: dict[str, Any]) -> bool:
             # Flask's flashed messages: [category, message] pairs, which every page's template reads.
             and all(isinstance(flash, list | tuple) and len(flash) == 2 and all(isinstance(part, str) for part in flash)
                     for flash in record.get("_flashes", [])))
+
+
+def timed_out(record: Mapping[str, Any], now: float, config: Mapping[str, Any]) -> str | None:
+    """Why a logged-in session is over by the clock ("lifetime" or "idle"), or None while it is not."""
+    if now - record.get("login_at", 0) > config["SESSION_MAX_LIFETIME"]:
+        return "lifetime"
+    if now - record.get("seen_at", 0) > config["SESSION_IDLE_TIMEOUT"]:
+        return "idle"
+    return None
+
+
+def seen_mark_due(record: Mapping[str, Any], now: float, config: Mapping[str, Any]) -> bool:
+    """True when this request is to write the idle-timeout mark (seen_at) into the session."""
+    return bool(now - record.get("seen_at", 0) > min(SEEN_RESOLUTION, config["SESSION_IDLE_TIMEOUT"] / 10))
 
 
 class RecordSerializer(Serializer):
@@ -103,6 +120,10 @@ class StoreGuard:
     def still_stored(self, store_id: str) -> bool:
         """True while the store holds this record (each backend says how)."""
         raise NotImplementedError
+
+    def kept_record(self, sid: str) -> dict[str, Any] | None:
+        """The session record of this cookie's id as this worker keeps it; None when it keeps none (files)."""
+        return None
 
     # One of the three storage methods Flask-Session's base class declares for each backend: the place
     # where the record's lifetime in the store is chosen, in the same write.
@@ -152,6 +173,12 @@ class GuardedRedisSessionInterface(StoreGuard, RedisSessionInterface):
     # backend to implement; wrapping them is how a backend of its own reads through the cache.
     def still_stored(self, store_id: str) -> bool:
         return bool(self.client.exists(store_id))
+
+    def kept_record(self, sid: str) -> dict[str, Any] | None:
+        """The record from this worker's tracked copy, when it has one and it is well formed; never reads Redis."""
+        raw = self.cache.copy(self.key_prefix + sid) if self.cache is not None else None
+        record = self.serializer.decode(raw) if raw else None
+        return record if record is not None and well_formed(record) else None
 
     def _retrieve_session_data(self, store_id: str) -> dict[str, Any] | None:
         if self.cache is None:

@@ -156,11 +156,16 @@ class TokenService:
 
         Raises SessionEnded, RefreshFailed, LockTimeout or StoreUnavailable.
         """
-        tokens = self._copies.get(key)
-        if tokens is None or tokens.needs_refresh(self.leeway, self.clock()):
+        tokens = self.kept(key)
+        if tokens is None:
             tokens = self._refresh_if_due(key)
             self._keep_copy(key, tokens)
         return tokens
+
+    def kept(self, key: str) -> TokenSet | None:
+        """This worker's copy of the token set while it needs no refresh, else None; never reads the store."""
+        tokens = self._copies.get(key)
+        return None if tokens is None or tokens.needs_refresh(self.leeway, self.clock()) else tokens
 
     def renew(self, key: str, rejected: str) -> TokenSet:
         """A token set after Mediaflow rejected the access token `rejected` before its expiry.

@@ -9,9 +9,10 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from flask import Flask
+from flask import Flask, request
 
 from portal.gate import MAX_HEADER_LENGTH, header_value
+from portal.sessions import SEEN_RESOLUTION
 from tests.conftest import FakeClock
 from tests.support import Emulator, portal_login
 
@@ -166,6 +167,84 @@ def test_auth_refreshes_a_due_token_once_and_stays_202(make_app: Callable[..., F
     clock.advance(3)  # within the leeway of a 4-second token
     assert [client.get("/auth").status_code for _ in range(3)] == [202, 202, 202]
     assert emulator.refreshes() == 1
+
+
+def counting_hooks(app: Flask) -> list[str]:
+    """Each request that reaches Flask's hooks, by path: one answered around Flask (gate.KeptSessions) is not in it."""
+    reached: list[str] = []
+    # Flask calls URL value preprocessors before every before_request hook, so one that answers early is counted too.
+    app.url_value_preprocessor(lambda endpoint, values: reached.append(request.path))
+    return reached
+
+
+@pytest.mark.parametrize("passed", [False, True], ids=["default", "GATE_PASS_ACCESS_TOKEN=true"])
+def test_a_kept_session_is_answered_as_flask_answers_it(make_app: Callable[..., Flask], passed: bool) -> None:
+    # Built first: make_app empties Redis. The second app keeps no copies, so Flask answers all of its requests.
+    kept_app = make_app(backend="redis", GATE_PASS_ACCESS_TOKEN=passed)
+    plain_app = make_app(backend="redis", SESSION_REDIS_CACHE=False, GATE_PASS_ACCESS_TOKEN=passed)
+    reached = counting_hooks(kept_app)
+    kept, plain = kept_app.test_client(), plain_app.test_client()
+    portal_login(kept)
+    plain.set_cookie("mediaflow_portal", kept.get_cookie("mediaflow_portal").value)  # type: ignore[union-attr]
+    reached.clear()
+    kept.get("/auth")  # Flask's: this worker's copies of the record and the token set are made now
+    answers = [kept.get("/auth"), plain.get("/auth")]
+    assert reached == ["/auth"]
+    by_flask = answers[1]
+    assert by_flask.status_code == 202 and ("X-Auth-Request-Access-Token" in by_flask.headers) is passed
+
+    def shown(response: Any) -> tuple[str, list[tuple[str, str]], bytes]:
+        return response.status, [h for h in response.headers if h[0] != "X-Request-ID"], response.data
+
+    assert shown(answers[0]) == shown(by_flask)
+
+
+def _delete_session_record(app: Flask, client: Any, clock: FakeClock) -> None:
+    # What a logout on another replica does; Redis tells this worker, which drops its copy.
+    app.config["SESSION_REDIS"].delete(f"mediaflow:session:{client.get_cookie('mediaflow_portal').value}")
+
+
+# What happens between a kept answer and the next /auth; whether that one is answered around Flask; its status.
+NOT_KEPT = [
+    ("nothing", lambda app, client, clock: None, True, 202),
+    ("idle-mark-due", lambda app, client, clock: clock.advance(SEEN_RESOLUTION + 1), False, 202),
+    ("lifetime-over", lambda app, client, clock: clock.advance(app.config["SESSION_MAX_LIFETIME"] + 1), False, 401),
+    ("idle-too-long", lambda app, client, clock: clock.advance(app.config["SESSION_IDLE_TIMEOUT"] + 1), False, 401),
+    ("record-deleted", _delete_session_record, False, 401),
+    ("tokens-deleted", lambda app, client, clock: app.extensions["mediaflow_tokens"].forget(
+        app.config["SESSION_REDIS"].keys("mediaflow:tokens:*")[0].decode().rpartition(":")[2]), False, 401),
+]
+
+
+@pytest.mark.parametrize(("act", "kept", "status"), [row[1:] for row in NOT_KEPT], ids=[row[0] for row in NOT_KEPT])
+def test_what_a_kept_answer_cannot_settle_goes_to_flask(make_app: Callable[..., Flask], clock: FakeClock,
+                                                        act: Callable[[Flask, Any, FakeClock], None], kept: bool,
+                                                        status: int) -> None:
+    app = make_app(backend="redis", clock=clock, SESSION_IDLE_TIMEOUT=7200, SESSION_MAX_LIFETIME=36000)
+    reached = counting_hooks(app)
+    client = app.test_client()
+    portal_login(client)
+    reached.clear()
+    assert [client.get("/auth").status_code for _ in range(2)] == [202, 202] and reached == ["/auth"]
+    act(app, client, clock)
+    assert client.get("/auth").status_code == status
+    assert reached == ["/auth"] if kept else ["/auth", "/auth"]
+
+
+@pytest.mark.parametrize(("request_args", "status"), [({"method": "HEAD"}, 202),
+                                                      ({"headers": {"Host": "evil.example"}}, 400),
+                                                      ({"path": "/auth/"}, 404)],
+                         ids=["HEAD", "untrusted-host", "another-path"])
+def test_only_a_get_of_the_gate_path_from_a_trusted_host_is_kept(make_app: Callable[..., Flask],
+                                                                  request_args: dict[str, Any], status: int) -> None:
+    app = make_app(backend="redis")
+    reached = counting_hooks(app)
+    client = app.test_client()
+    portal_login(client)
+    client.get("/auth")
+    reached.clear()
+    assert client.open(**{"path": "/auth", **request_args}).status_code == status
+    assert len(reached) == 1
 
 
 @pytest.mark.parametrize(("method", "path", "status"), [("GET", "/auth", 401), ("POST", "/auth", 405),
