@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -34,8 +35,31 @@ def require_binary(path_or_name: str, what: str) -> str:
     pytest.skip(message)
 
 
+def reserved_ports(count: int) -> list[int]:
+    """count free ports below the kernel's ephemeral range, in a block of this xdist worker's own.
+
+    A port that free_port() found stays free only until a server asks the kernel for any port: another
+    xdist worker's emulator could be given it, and a portal started on it later would fail to bind while
+    that server answered its readiness check. The kernel never gives out ports below its ephemeral range.
+    """
+    lowest = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    first = lowest - 1000 + 100 * worker
+    found = []
+    for port in range(first, first + 100):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        found.append(port)
+        if len(found) == count:
+            return found
+    raise RuntimeError(f"fewer than {count} free ports in {first}-{first + 99}")
+
+
 # Ports reserved for portals served by gunicorn in tests, so their callbacks can be registered.
-PORTAL_PORTS = [free_port() for _ in range(4)]
+PORTAL_PORTS = reserved_ports(4)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from tests.conftest import RedisServer
 from tests.support import PORTAL_PORTS, Emulator, Portal, portal_settings, require_binary, start_portal, stop
@@ -76,7 +76,8 @@ def assert_accessible(page: Page) -> None:
 
 def sign_in(page: Page, username: str = "demo", password: str = "demo") -> None:
     """Fill the emulator's login form as a person would."""
-    assert "Sign in to Mediaflow" in page.content()
+    # Waits for the page: after a click, the browser may still be on its way there.
+    expect(page.get_by_role("heading", name="Sign in to Mediaflow")).to_be_visible()
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
