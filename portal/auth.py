@@ -178,7 +178,10 @@ def login_required(view: F) -> F:
 
 
 def load_session() -> Any:
-    """Before each request: load the user and a fresh token set, refreshing it when due."""
+    """Before each request: load the user and a fresh token set, refreshing it when due.
+
+    gate.KeptSessions makes the same checks for the /auth it answers before Flask: change both.
+    """
     g.user = None
     g.tokens = None
     if request.endpoint in ("static", "health.healthz", "health.readyz"):

@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from werkzeug.exceptions import SecurityError
-from werkzeug.http import parse_cookie
+from werkzeug.sansio.http import parse_cookie
 from werkzeug.wrappers import Response
 from werkzeug.wsgi import get_host
 
@@ -42,6 +42,9 @@ HEADERS = {
 # The fields an app may key on: sent exactly as Mediaflow has them, or not at all (the name is only shown).
 IDENTITY_FIELDS = {"username", "email", "customerId"}
 TOKEN_HEADER = "X-Auth-Request-Access-Token"  # noqa: S105 - a header name, not a token
+# What Flask adds to the view's 202 headers: Werkzeug's Content-Type and Content-Length for an empty
+# text/plain body, and sessions.StoreGuard.save_session's Vary. KeptSessions sends the same.
+KEPT_ANSWER_TAIL = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", "0"), ("Vary", "Cookie")]
 # Long enough for any name or address; short enough that no account can bloat every request to an app.
 MAX_HEADER_LENGTH = 256
 MAX_TOKEN_LENGTH = 4096
@@ -190,44 +193,50 @@ class KeptSessions:
     service's copy) needs none of them. Only a 202 is answered here, by the checks load_session and
     the view make; anything else goes on to Flask, whose answer is the gate's: no copy, a token due for
     refresh, an idle mark to write, a Host outside TRUSTED_HOSTS, the allow-lists, a header that cannot
-    be sent as it is.
+    be sent as it is (Flask logs why).
     """
 
     def __init__(self, app: Flask, wsgi_app: WSGIApplication) -> None:
         self.app = app
         self.wsgi_app = wsgi_app
+        # Settled by configure(); the session cookie's name is read at each request, as Flask-Session does:
+        # sessions.init_app chooses it after this wraps Flask.
+        self.path, self.hosts, self.pass_token = (app.config[name] for name in (
+            "GATE_AUTH_PATH", "TRUSTED_HOSTS", "GATE_PASS_ACCESS_TOKEN"))
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        headers = self._kept_answer(environ) if environ.get("REQUEST_METHOD") == "GET" else None
+        headers = None
+        if environ.get("PATH_INFO") == self.path and environ.get("REQUEST_METHOD") == "GET":
+            try:
+                headers = self._kept_answer(environ)
+            except Exception as error:
+                # Only a shortcut: Flask answers instead, with its error handlers, rather than a bare 500.
+                log.warning("Gate: no answer before Flask for this request (%s)", error.__class__.__name__)
         if headers is None:
             return self.wsgi_app(environ, start_response)
-        environ[metrics.ROUTE_KEY] = self.app.config["GATE_AUTH_PATH"]
-        # What Flask sends for the view's 202: its headers, then Content-Type and Content-Length, then Vary.
-        start_response("202 ACCEPTED", [*headers, ("Content-Type", "text/plain; charset=utf-8"),
-                                        ("Content-Length", "0"), ("Vary", "Cookie")])
+        environ[metrics.ROUTE_KEY] = self.path
+        start_response("202 ACCEPTED", [*headers, *KEPT_ANSWER_TAIL])
         return [b""]
 
     def _kept_answer(self, environ: WSGIEnvironment) -> list[tuple[str, str]] | None:
-        config = self.app.config
-        if environ.get("PATH_INFO") != config["GATE_AUTH_PATH"]:
-            return None
         try:
-            get_host(environ, config["TRUSTED_HOSTS"])  # the check Flask makes before it routes
+            get_host(environ, self.hosts)  # the check Flask makes before it routes
         except SecurityError:
             return None
-        sid = parse_cookie(environ).get(config["SESSION_COOKIE_NAME"])
+        # Werkzeug's own parser for request.cookies, which Flask-Session reads the session id from.
+        sid = parse_cookie(environ.get("HTTP_COOKIE")).get(self.app.config["SESSION_COOKIE_NAME"])
         record = self.app.session_interface.kept_record(sid) if sid else None  # type: ignore[attr-defined]
-        key = record.get("tokens_key") if record else None
-        if record is None or key is None:
+        if not record or not record.get("tokens_key"):
             return None
         service: TokenService = self.app.extensions["mediaflow_tokens"]
         now = service.clock()
-        tokens = service.kept(key)
+        tokens = service.kept(record["tokens_key"])
         user = record.get("user")
-        if (tokens is None or user is None or timed_out(record, now, config) or seen_mark_due(record, now, config)
-                or self.app.extensions["mediaflow_gate"].refusal(user)):
+        if (tokens is None or user is None or timed_out(record, now, self.app.config)
+                or seen_mark_due(record, now, self.app.config) or self.app.extensions["mediaflow_gate"].refusal(user)):
             return None
-        headers, problem = answer_headers(user, tokens, config["GATE_PASS_ACCESS_TOKEN"])
+        headers, problem = answer_headers(user, tokens, self.pass_token)
+        # A problem is left to Flask's view, which answers the same and logs it.
         return None if problem else headers
 
 

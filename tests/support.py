@@ -44,7 +44,9 @@ def reserved_ports(count: int) -> list[int]:
     """
     lowest = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
-    first = lowest - 1000 + 100 * worker
+    first = lowest - 100 * (worker + 1)
+    if first < 1024:
+        raise RuntimeError(f"no room for xdist worker {worker}'s ports below the ephemeral range ({lowest})")
     found = []
     for port in range(first, first + 100):
         with socket.socket() as probe:

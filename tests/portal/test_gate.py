@@ -7,13 +7,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import msgspec
 import pytest
 import requests
 from flask import Flask, request
 
-from portal.gate import MAX_HEADER_LENGTH, header_value
+from portal.gate import MAX_HEADER_LENGTH, Policy, header_value
 from portal.sessions import SEEN_RESOLUTION
 from tests.conftest import FakeClock
+from tests.portal.test_metrics import scrape, value
 from tests.support import Emulator, portal_login
 
 # The emulator's test users (tests/support.py): demo and editor of customer 1, outsider of customer 2.
@@ -197,54 +199,93 @@ def test_a_kept_session_is_answered_as_flask_answers_it(make_app: Callable[..., 
         return response.status, [h for h in response.headers if h[0] != "X-Request-ID"], response.data
 
     assert shown(answers[0]) == shown(by_flask)
+    # Counted under the gate's route, as Flask's answers are.
+    assert value(scrape(kept), "mediaflow_portal_requests_total", route="/auth", status="202") == 2
 
 
-def _delete_session_record(app: Flask, client: Any, clock: FakeClock) -> None:
-    # What a logout on another replica does; Redis tells this worker, which drops its copy.
-    app.config["SESSION_REDIS"].delete(f"mediaflow:session:{client.get_cookie('mediaflow_portal').value}")
+def _rewrite_record(app: Flask, client: Any, **user: Any) -> None:
+    """Store the session's record again with these facts of the user (Redis tells the worker, which drops its copy)."""
+    key = f"mediaflow:session:{client.get_cookie('mediaflow_portal').value}"
+    redis = app.config["SESSION_REDIS"]
+    record = msgspec.msgpack.decode(redis.get(key))
+    record["user"] = record["user"] | user
+    redis.set(key, msgspec.msgpack.encode(record), keepttl=True)
 
 
-# What happens between a kept answer and the next /auth; whether that one is answered around Flask; its status.
+def _busy_until_the_lifetime_is_over(app: Flask, client: Any, clock: FakeClock) -> None:
+    clock.advance(SEEN_RESOLUTION + 1)
+    # The first writes the idle mark (the session is in use), the second reads the record again: kept from here.
+    assert [client.get("/auth").status_code for _ in range(2)] == [202, 202]
+    clock.advance(app.config["SESSION_MAX_LIFETIME"] - SEEN_RESOLUTION)  # the mark is not due again yet
+
+
+# Between two kept answers and three more /auth: what happens, settings, how many of the three Flask answers, statuses.
 NOT_KEPT = [
-    ("nothing", lambda app, client, clock: None, True, 202),
-    ("idle-mark-due", lambda app, client, clock: clock.advance(SEEN_RESOLUTION + 1), False, 202),
-    ("lifetime-over", lambda app, client, clock: clock.advance(app.config["SESSION_MAX_LIFETIME"] + 1), False, 401),
-    ("idle-too-long", lambda app, client, clock: clock.advance(app.config["SESSION_IDLE_TIMEOUT"] + 1), False, 401),
-    ("record-deleted", _delete_session_record, False, 401),
-    ("tokens-deleted", lambda app, client, clock: app.extensions["mediaflow_tokens"].forget(
-        app.config["SESSION_REDIS"].keys("mediaflow:tokens:*")[0].decode().rpartition(":")[2]), False, 401),
+    ("nothing", {}, lambda app, client, clock: None, 0, [202] * 3),
+    # The first writes the mark, which drops the worker's copy; the second reads the record again; the third is kept.
+    ("idle-mark-due", {}, lambda app, client, clock: clock.advance(SEEN_RESOLUTION + 1), 2, [202] * 3),
+    ("lifetime-over-while-busy", {"SESSION_MAX_LIFETIME": 2 * SEEN_RESOLUTION}, _busy_until_the_lifetime_is_over, 3,
+     [401] * 3),
+    ("idle-too-long", {}, lambda app, client, clock: clock.advance(app.config["SESSION_IDLE_TIMEOUT"] + 1), 3,
+     [401] * 3),
+    ("record-deleted", {}, lambda app, client, clock: app.config["SESSION_REDIS"].delete(
+        f"mediaflow:session:{client.get_cookie('mediaflow_portal').value}"), 3, [401] * 3),
+    ("no-token-copy", {}, lambda app, client, clock: app.extensions["mediaflow_tokens"].forget(
+        app.config["SESSION_REDIS"].keys("mediaflow:tokens:*")[0].decode().rpartition(":")[2]), 3, [401] * 3),
+    ("lists-narrowed", {}, lambda app, client, clock: app.extensions.update(
+        mediaflow_gate=Policy(frozenset({"2"}), frozenset(), frozenset())), 3, [401] * 3),
+    ("no-identity", {}, lambda app, client, clock: _rewrite_record(app, client, id=None, username=""), 3, [401] * 3),
+    ("unsendable-username", {}, lambda app, client, clock: _rewrite_record(app, client, username="demo\u200b"), 3,
+     [401] * 3),
 ]
 
 
-@pytest.mark.parametrize(("act", "kept", "status"), [row[1:] for row in NOT_KEPT], ids=[row[0] for row in NOT_KEPT])
+@pytest.mark.parametrize(("settings", "act", "by_flask", "statuses"), [row[1:] for row in NOT_KEPT],
+                         ids=[row[0] for row in NOT_KEPT])
 def test_what_a_kept_answer_cannot_settle_goes_to_flask(make_app: Callable[..., Flask], clock: FakeClock,
-                                                        act: Callable[[Flask, Any, FakeClock], None], kept: bool,
-                                                        status: int) -> None:
-    app = make_app(backend="redis", clock=clock, SESSION_IDLE_TIMEOUT=7200, SESSION_MAX_LIFETIME=36000)
+                                                        settings: dict[str, Any],
+                                                        act: Callable[[Flask, Any, FakeClock], None], by_flask: int,
+                                                        statuses: list[int]) -> None:
+    app = make_app(backend="redis", clock=clock, **{"SESSION_IDLE_TIMEOUT": 7200, **settings})
     reached = counting_hooks(app)
     client = app.test_client()
     portal_login(client)
-    reached.clear()
-    assert [client.get("/auth").status_code for _ in range(2)] == [202, 202] and reached == ["/auth"]
+    assert [client.get("/auth").status_code for _ in range(2)] == [202, 202]
     act(app, client, clock)
-    assert client.get("/auth").status_code == status
-    assert reached == ["/auth"] if kept else ["/auth", "/auth"]
+    reached.clear()
+    assert [client.get("/auth").status_code for _ in range(3)] == statuses
+    assert len(reached) == by_flask
 
 
-@pytest.mark.parametrize(("request_args", "status"), [({"method": "HEAD"}, 202),
-                                                      ({"headers": {"Host": "evil.example"}}, 400),
-                                                      ({"path": "/auth/"}, 404)],
-                         ids=["HEAD", "untrusted-host", "another-path"])
+# A request to a kept session: settings, how it differs from GET /auth from a trusted host, status, Flask answers it?
+KEPT_REQUESTS = [
+    ("plain", {}, {}, 202, False),
+    ("cookie-not-utf-8", {}, {"cookie_before": "a=\xff; "}, 202, False),
+    ("HEAD", {}, {"method": "HEAD"}, 202, True),
+    ("untrusted-host", {}, {"headers": {"Host": "evil.example"}}, 400, True),
+    ("untrusted-forwarded-host", {"TRUSTED_PROXY_COUNT": 1}, {"headers": {"X-Forwarded-Host": "evil.example"}}, 400,
+     True),
+    ("another-path", {}, {"path": "/auth/"}, 404, True),
+]
+
+
+@pytest.mark.parametrize(("settings", "request_args", "status", "by_flask"), [row[1:] for row in KEPT_REQUESTS],
+                         ids=[row[0] for row in KEPT_REQUESTS])
 def test_only_a_get_of_the_gate_path_from_a_trusted_host_is_kept(make_app: Callable[..., Flask],
-                                                                  request_args: dict[str, Any], status: int) -> None:
-    app = make_app(backend="redis")
+                                                                  settings: dict[str, Any],
+                                                                  request_args: dict[str, Any], status: int,
+                                                                  by_flask: bool) -> None:
+    app = make_app(backend="redis", **settings)
     reached = counting_hooks(app)
     client = app.test_client()
     portal_login(client)
     client.get("/auth")
     reached.clear()
-    assert client.open(**{"path": "/auth", **request_args}).status_code == status
-    assert len(reached) == 1
+    cookie = request_args.pop("cookie_before", "") + f"mediaflow_portal={client.get_cookie('mediaflow_portal').value}"
+    headers = {"Cookie": cookie, **request_args.pop("headers", {})}
+    answer = app.test_client(use_cookies=False).open(**{"path": "/auth", "headers": headers, **request_args})
+    assert answer.status_code == status
+    assert len(reached) == by_flask
 
 
 @pytest.mark.parametrize(("method", "path", "status"), [("GET", "/auth", 401), ("POST", "/auth", 405),
