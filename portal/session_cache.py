@@ -14,7 +14,9 @@ browser's next request, on whatever replica), the message waits on every worker'
 One connection both tracks and listens: in RESP2 a separate tracking connection that dropped would
 go unnoticed (Redis reports a broken redirect only to RESP3 connections), and its copies would
 never be dropped. Here losing the connection is an error where the messages are read: the copies
-are dropped, and records are read from Redis until tracking is back.
+are dropped, and records are read from Redis until tracking is back. A connection that stays open
+while Redis is silent (hung, or a split that drops packets) is caught by a PING every HEARTBEAT:
+copies serve only while Redis answered one within TRUSTED_FOR.
 
 Behind Sentinel, the tracking connection must be on the master the session records are read from.
 It is opened after the session client has asked a Sentinel for the master, and copies are kept only
@@ -53,6 +55,12 @@ CHANNEL = "__redis__:invalidate"
 RETRY_AFTER = 5.0
 # Bounds how long a copy can outlive an invalidation that never arrived (a silent network split).
 MAX_AGE = 60.0
+# A worker in use asks Redis for a sign of life (PING) this often on the tracking connection, and uses its
+# copies only while Redis answered within TRUSTED_FOR: Redis answers after every message it sent before, so
+# an answer says no invalidation is missing. A Redis that hangs, or a split that keeps the connection open,
+# stops the copies within seconds instead of MAX_AGE.
+HEARTBEAT = 1.0
+TRUSTED_FOR = 3.0
 # Behind Sentinel, how often a worker asks which master it names, although no connection broke.
 ASK_SENTINEL_EVERY = 1.0
 
@@ -82,6 +90,8 @@ class SessionCache:
         self._pid = 0
         self._retry_at = 0.0
         self._ask_at = 0.0
+        self._pinged_at = 0.0
+        self._answered_at = 0.0
         self._supported = True
 
     def get(self, key: str, load: Callable[[str], bytes | None]) -> bytes | None:
@@ -186,7 +196,13 @@ class SessionCache:
                 message = self._pubsub.get_message(timeout=0)
                 if message is None:
                     break
-                self._invalidated(message)
+                if message["type"] == "pong":
+                    self._answered_at = now
+                else:
+                    self._invalidated(message)
+            if now - self._pinged_at >= HEARTBEAT:
+                self._pubsub.ping()  # its answer arrives as a "pong" message, read like the others
+                self._pinged_at = now
         except (redis.RedisError, OSError) as error:
             self._lost(now, error.__class__.__name__)
             return False
@@ -196,7 +212,8 @@ class SessionCache:
         if self._store is not None and self._target.server(self._store) != self._tracked:
             self._lost(now, "Sentinel named another master")
             return False
-        return True
+        # Idle a while, or Redis silent: read Redis until its answer to the last PING arrives.
+        return now - self._answered_at <= TRUSTED_FOR
 
     def _connect(self, now: float) -> None:
         # A client of its own, outside the session pool. RESP2, so that invalidations arrive as PubSub
@@ -237,6 +254,7 @@ class SessionCache:
             # Copies from before this connection may have missed messages.
             self._entries = {}
             self._client, self._pubsub, self._reconnected, self._tracked = client, pubsub, False, tracked
+            self._pinged_at = self._answered_at = now  # the subscription was just confirmed
 
     def _ask(self, pubsub: PubSub, *command: Any) -> Any:
         """Send a command on the PubSub connection and wait for its answer."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from portal import sessions
+from portal import session_cache, sessions
 from tests.conftest import FakeClock, start_redis
 from tests.support import Emulator, csrf_token, portal_login, stop
 
@@ -118,6 +119,37 @@ def test_redis_stopped_while_the_portal_runs_is_a_503_and_the_session_survives(
         server = start_redis(tmp_path, port=server.port)  # the same data folder: the session is back
         assert client.get("/session").status_code == 200
         assert client.get("/readyz").status_code == 200
+    finally:
+        sessions.close(app)
+        server.client.close()
+        stop(server.process)
+
+
+def test_a_redis_that_hangs_stops_the_workers_copies_within_seconds(make_app: Callable[..., Flask],
+                                                                    tmp_path: Path) -> None:
+    # A hung Redis, or a split that keeps connections open, sends no invalidation: a logout elsewhere could
+    # not reach this worker, so its copies must not answer for long (README, "How stale a copy can be").
+    server = start_redis(tmp_path)
+    try:
+        app = make_app(SESSION_BACKEND="redis", REDIS_URL=server.url, MEDIAFLOW_READ_TIMEOUT=1.0,
+                       MEDIAFLOW_CONNECT_TIMEOUT=1.0)
+        client = app.test_client()
+        portal_login(client)
+        assert [client.get("/auth").status_code for _ in range(3)] == [202] * 3  # the last from the copies
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            paused = time.monotonic()
+            while (answer := client.get("/auth")).status_code == 202 and time.monotonic() - paused < 30:
+                time.sleep(0.1)
+            answered_from_copies = time.monotonic() - paused
+            assert answer.status_code == 503
+            assert client.get("/session").status_code == 503
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        # No later than a PING's interval and the time a copy is trusted after Redis last answered, plus the read
+        # that found Redis silent.
+        assert answered_from_copies < session_cache.HEARTBEAT + session_cache.TRUSTED_FOR + 1.0 + 1.5
+        assert client.get("/auth").status_code == 202  # Redis is back, and the session with it
     finally:
         sessions.close(app)
         server.client.close()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from portal import redis_target
+from portal import redis_target, session_cache
 from portal.redis_target import RedisTarget
 from portal.session_cache import SessionCache
 from tests.conftest import RedisServer, Sentinels, replicated, start_redis, start_sentinels
@@ -222,6 +222,43 @@ def test_a_lost_tracking_connection_drops_every_copy_and_comes_back(
     store.set(KEY, b"newer")
     settled(store)
     assert cache.get(KEY, reads) == b"newer"
+
+
+@pytest.fixture
+def quick_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PING every 0.2 s, copies trusted 0.5 s after the last answer: the same rule, in test time."""
+    monkeypatch.setattr(session_cache, "HEARTBEAT", 0.2)
+    monkeypatch.setattr(session_cache, "TRUSTED_FOR", 0.5)
+
+
+@pytest.mark.usefixtures("quick_heartbeat")
+def test_a_redis_that_stops_answering_stops_the_copies_within_seconds(tmp_path: Path) -> None:
+    server = start_redis(tmp_path)
+    cache = SessionCache(RedisTarget(server.url), PREFIX, connect_timeout=1.0)
+    try:
+        server.client.set(KEY, b"old")
+        assert served_from_copy(cache, Reads(server.client), b"old")
+        # Paused, Redis keeps the connection open and sends nothing: neither an invalidation nor an answer.
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            assert eventually(lambda: cache.copy(KEY) is None, seconds=2.0)
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        # Redis answers again after every message it sent before: the copies it did not invalidate serve again.
+        assert eventually(lambda: cache.copy(KEY) == b"old")
+    finally:
+        cache.close()
+        stop(server.process)
+
+
+@pytest.mark.usefixtures("quick_heartbeat")
+def test_after_a_quiet_spell_redis_is_read_until_it_answers_again(cache: SessionCache, store: redis.Redis) -> None:
+    reads = Reads(store)
+    assert served_from_copy(cache, reads, b"old")
+    time.sleep(0.7)  # no lookup, so no PING: nothing says the copies are still whole
+    count = reads.count
+    assert cache.get(KEY, reads) == b"old" and reads.count == count + 1
+    assert eventually(lambda: served_from_copy(cache, reads, b"old"))
 
 
 REFUSALS = {
