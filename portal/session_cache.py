@@ -55,10 +55,10 @@ CHANNEL = "__redis__:invalidate"
 RETRY_AFTER = 5.0
 # Bounds how long a copy can outlive an invalidation that never arrived (a silent network split).
 MAX_AGE = 60.0
-# A worker in use asks Redis for a sign of life (PING) this often on the tracking connection, and uses its
-# copies only while Redis answered within TRUSTED_FOR: Redis answers after every message it sent before, so
-# an answer says no invalidation is missing. A Redis that hangs, or a split that keeps the connection open,
-# stops the copies within seconds instead of MAX_AGE.
+# A worker in use sends Redis a PING this often on the tracking connection, and uses its copies only while
+# Redis has answered one sent within TRUSTED_FOR: Redis answers after every message it sent before, so the
+# answer says no invalidation from before that PING is missing. A split that keeps the connection open (or a
+# Redis that hangs) stops the copies within seconds instead of MAX_AGE: the worker reads Redis, and fails closed.
 HEARTBEAT = 1.0
 TRUSTED_FOR = 3.0
 # Behind Sentinel, how often a worker asks which master it names, although no connection broke.
@@ -197,11 +197,12 @@ class SessionCache:
                 if message is None:
                     break
                 if message["type"] == "pong":
-                    self._answered_at = now
+                    # The PING carried its own send time: an answer read late says nothing about later.
+                    self._answered_at = max(self._answered_at, _sent_at(message["data"]))
                 else:
                     self._invalidated(message)
             if now - self._pinged_at >= HEARTBEAT:
-                self._pubsub.ping()  # its answer arrives as a "pong" message, read like the others
+                self._pubsub.ping(repr(now))  # its answer arrives as a "pong" message, read like the others
                 self._pinged_at = now
         except (redis.RedisError, OSError) as error:
             self._lost(now, error.__class__.__name__)
@@ -212,14 +213,17 @@ class SessionCache:
         if self._store is not None and self._target.server(self._store) != self._tracked:
             self._lost(now, "Sentinel named another master")
             return False
-        # Idle a while, or Redis silent: read Redis until its answer to the last PING arrives.
-        return now - self._answered_at <= TRUSTED_FOR
+        # Idle a while, or Redis silent: read Redis until it answers a PING sent within TRUSTED_FOR. The clock is
+        # read again: asking a Sentinel may have taken a while since `now`.
+        return time.monotonic() - self._answered_at <= TRUSTED_FOR
 
     def _connect(self, now: float) -> None:
         # A client of its own, outside the session pool. RESP2, so that invalidations arrive as PubSub
-        # messages; no retry, so that a broken connection is reported instead of silently replaced.
+        # messages; no retry, and no error that redis-py would answer by reconnecting under the cache's lock,
+        # so that a broken connection is reported instead of silently replaced.
         client = self._target.client(protocol=2, socket_connect_timeout=self._connect_timeout,
-                                     socket_timeout=self._connect_timeout, retry=Retry(NoBackoff(), 0))
+                                     socket_timeout=self._connect_timeout,
+                                     retry=Retry(NoBackoff(), 0, supported_errors=()))
         pubsub: PubSub = client.pubsub()
         try:
             if self._store is not None:
@@ -296,3 +300,11 @@ class SessionCache:
         while len(self._entries) >= self._max_entries:
             # Oldest first: dicts keep insertion order.
             del self._entries[next(iter(self._entries))]
+
+
+def _sent_at(data: Any) -> float:
+    """The send time that one of the cache's PINGs carried, from its answer; 0 for any other answer."""
+    try:
+        return float(data)
+    except (TypeError, ValueError):
+        return 0.0

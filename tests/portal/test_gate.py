@@ -12,6 +12,7 @@ import pytest
 import requests
 from flask import Flask, request
 
+from portal import session_cache
 from portal.gate import MAX_HEADER_LENGTH, Policy, header_value
 from portal.sessions import SEEN_RESOLUTION
 from tests.conftest import FakeClock
@@ -171,6 +172,12 @@ def test_auth_refreshes_a_due_token_once_and_stays_202(make_app: Callable[..., F
     assert emulator.refreshes() == 1
 
 
+@pytest.fixture
+def steady_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Copies trusted for a minute after Redis last answered: which path answers must not hang on the machine's pace."""
+    monkeypatch.setattr(session_cache, "TRUSTED_FOR", 60.0)
+
+
 def counting_hooks(app: Flask) -> list[str]:
     """Each request that reaches Flask's hooks, by path: one answered around Flask (gate.KeptSessions) is not in it."""
     reached: list[str] = []
@@ -179,6 +186,7 @@ def counting_hooks(app: Flask) -> list[str]:
     return reached
 
 
+@pytest.mark.usefixtures("steady_copies")
 @pytest.mark.parametrize("passed", [False, True], ids=["default", "GATE_PASS_ACCESS_TOKEN=true"])
 def test_a_kept_session_is_answered_as_flask_answers_it(make_app: Callable[..., Flask], passed: bool) -> None:
     # Built first: make_app empties Redis. The second app keeps no copies, so Flask answers all of its requests.
@@ -240,6 +248,7 @@ NOT_KEPT = [
 ]
 
 
+@pytest.mark.usefixtures("steady_copies")
 @pytest.mark.parametrize(("settings", "act", "by_flask", "statuses"), [row[1:] for row in NOT_KEPT],
                          ids=[row[0] for row in NOT_KEPT])
 def test_what_a_kept_answer_cannot_settle_goes_to_flask(make_app: Callable[..., Flask], clock: FakeClock,
@@ -269,6 +278,7 @@ KEPT_REQUESTS = [
 ]
 
 
+@pytest.mark.usefixtures("steady_copies")
 @pytest.mark.parametrize(("settings", "request_args", "status", "by_flask"), [row[1:] for row in KEPT_REQUESTS],
                          ids=[row[0] for row in KEPT_REQUESTS])
 def test_only_a_get_of_the_gate_path_from_a_trusted_host_is_kept(make_app: Callable[..., Flask],
