@@ -9,6 +9,7 @@ the portal wrote starts a new, empty session.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -58,6 +59,9 @@ def well_formed(record: dict[str, Any]) -> bool:
     """
     return (UNREADABLE not in record
             and all(isinstance(value, RECORD_SHAPE.get(name, dict)) for name, value in record.items())
+            # Times a clock can reach: NaN or infinity would never time out, and True is an int to Python.
+            and all(math.isfinite(record[name]) and not isinstance(record[name], bool)
+                    for name in ("login_at", "seen_at") if name in record)
             and ("tokens_key" not in record or TOKENS_KEY.fullmatch(record["tokens_key"]) is not None)
             # Flask's flashed messages: [category, message] pairs, which every page's template reads.
             and all(isinstance(flash, list | tuple) and len(flash) == 2 and all(isinstance(part, str) for part in flash)

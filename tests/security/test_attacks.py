@@ -271,6 +271,10 @@ ATTACKS = [
                                                              "seen_at": 0.0, "user": {}}), 200),
     Attack("planted-foreign-value", _planted(lambda marker: {"_state_mediaflow_x": 1, "pending_logins": {}}), 200),
     Attack("planted-bad-flash", _planted(lambda marker: {"_flashes": [5], "pending_logins": {}}), 200),
+    # Times that would never time out.
+    Attack("planted-endless-times", _planted(lambda marker: {"login_at": float("nan"), "seen_at": float("inf"),
+                                                            "pending_logins": {}}), 200),
+    Attack("planted-bool-time", _planted(lambda marker: {"login_at": True, "pending_logins": {}}), 200),
     Attack("logout-without-csrf", _logout_without_csrf, 400, logged_in=True),
     Attack("logout-with-another-sessions-csrf", _logout_with_another_sessions_csrf, 400, logged_in=True),
     Attack("logout-by-get", lambda client, app: client.get("/logout"), 405, logged_in=True),
