@@ -60,8 +60,10 @@ def reserved_ports(count: int) -> list[int]:
     raise RuntimeError(f"fewer than {count} free ports in {first}-{first + 99}")
 
 
-# Ports reserved for portals served by gunicorn in tests, so their callbacks can be registered.
-PORTAL_PORTS = reserved_ports(4)
+# Ports reserved for servers whose callback URLs the emulator's test clients register (tests/tls.py takes its own).
+RESERVED_PORTS = reserved_ports(8)
+# Portals served by gunicorn in tests.
+PORTAL_PORTS = RESERVED_PORTS[:4]
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

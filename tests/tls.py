@@ -14,15 +14,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from scripts.servers import free_port, wait_for_port
-from tests.support import require_binary, stop
+from scripts.servers import wait_for_port
+from tests.support import RESERVED_PORTS, require_binary, stop
 
 NGINX = "/usr/sbin/nginx"
 
-# Ports reserved for portals reached over https in tests, so their callbacks can be registered.
-HTTPS_PORTS = [free_port() for _ in range(2)]
-# The gate's nginx (tests/browser/test_gate.py): portal.gate.test and app.gate.test, which Chromium maps to 127.0.0.1.
-NGINX_HTTPS_PORT = free_port()
+# Reserved, so their callbacks can be registered: portals reached over https in tests;
+HTTPS_PORTS = RESERVED_PORTS[4:6]
+# the gate's nginx (tests/browser/test_gate.py): portal.gate.test and app.gate.test, which Chromium maps to 127.0.0.1;
+NGINX_HTTPS_PORT = RESERVED_PORTS[6]
+# and the gate's nginx in front of a stack that a test stops part of.
+GATE_OUTAGE_PORT = RESERVED_PORTS[7]
 TEST_DOMAIN = "gate.test"
 
 

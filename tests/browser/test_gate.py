@@ -7,7 +7,6 @@ import contextlib
 import html
 import os
 import re
-import secrets
 import signal
 import threading
 import time
@@ -25,7 +24,17 @@ from playwright.sync_api import Browser, BrowserContext, Page, Playwright
 from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, sign_in, text
 from tests.conftest import RedisServer, start_redis
 from tests.support import ROOT, Emulator, Portal, free_port, portal_settings, require_binary, start_portal, stop
-from tests.tls import NGINX, NGINX_HTTPS_PORT, TEST_DOMAIN, Certificate, Nginx, make_certificate, start_nginx
+from tests.support import sign_in as submit_login
+from tests.tls import (
+    GATE_OUTAGE_PORT,
+    NGINX,
+    NGINX_HTTPS_PORT,
+    TEST_DOMAIN,
+    Certificate,
+    Nginx,
+    make_certificate,
+    start_nginx,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.gunicorn]
 
@@ -259,6 +268,8 @@ def test_the_apps_and_the_portals_own_error_pages_pass_through_untouched(context
 # What keeps the portal from answering nginx's subrequest, and what nginx's error log says of it.
 PORTAL_AWAY = [
     ("store-down", "auth request unexpected status: 503"),  # Redis stopped: the portal's own 503
+    # Redis hung (SIGSTOP): the workers' copies stop within seconds, as their PING goes unanswered; then the 503.
+    ("store-hung", "auth request unexpected status: 503"),
     ("portal-down", "connect() failed (111: Connection refused)"),  # no replica runs
     ("portal-hung", "upstream timed out"),  # every gunicorn process stopped (SIGSTOP): connections wait
 ]
@@ -267,62 +278,88 @@ PORTAL_AWAY = [
 @pytest.mark.parametrize(("away", "logged"), PORTAL_AWAY, ids=[row[0] for row in PORTAL_AWAY])
 def test_while_the_portal_cannot_answer_the_gate_says_try_again_and_the_app_sees_nothing(
         emulator: Emulator, tmp_path: Path, away: str, logged: str) -> None:
-    """The README's block on a stack of its own: one whose Redis or portal this test may stop."""
-    certificate = make_certificate(tmp_path / "tls", hosts=(PORTAL_HOST, APP_HOST))
-    store = start_redis(tmp_path)
-    app, server = start_echo_app()
-    plain, port = free_port(), free_port()
-    # No MEDIAFLOW_REDIRECT_URI: the callback URL is built from what nginx forwards.
-    settings = portal_settings(
-        emulator, "portal-test", plain, SESSION_BACKEND="redis", REDIS_URL=store.url, GUNICORN_WORKERS="2",
-        SESSION_COOKIE_SECURE="true", SESSION_COOKIE_DOMAIN=TEST_DOMAIN, GATE_ALLOWED_REDIRECT_HOSTS=APP_HOST,
-        TRUSTED_PROXY_COUNT="1", TRUSTED_HOSTS=PORTAL_HOST)
-    del settings["MEDIAFLOW_REDIRECT_URI"]
-    portal = start_portal(tmp_path, plain, settings)
-    config = readme_gate_config(port, plain, int(app.url.rsplit(":", 1)[1]), certificate, tmp_path / "gate-portal.log")
-    if away == "portal-hung":
-        # The README's 20 s, which the hung portal would cost this test: the same directive, shorter.
-        assert config.count("proxy_read_timeout 20s;") == 1
-        config = config.replace("proxy_read_timeout 20s;", "proxy_read_timeout 2s;")
-    nginx: Nginx | None = None
-    pools = {host: urllib3.HTTPSConnectionPool("127.0.0.1", port, ca_certs=str(certificate.cert), server_hostname=host,
-                                               assert_hostname=host, retries=False)
-             for host in (APP_HOST, PORTAL_HOST)}
-    # A session id as the portal makes them: reading it needs the store.
-    cookie = f"__Secure-mediaflow_portal={secrets.token_urlsafe(32)}"
-
-    def get(host: str, path: str, **extra: str) -> urllib3.BaseHTTPResponse:
-        return pools[host].request("GET", path, headers={"Host": f"{host}:{port}", "Cookie": cookie, **extra},
-                                   redirect=False)
-
-    stopped: set[int] = set()
-    try:
+    """The README's block on a stack of its own, one whose Redis or portal this test may stop, for a signed-in user."""
+    with contextlib.ExitStack() as cleanup:
+        certificate = make_certificate(tmp_path / "tls", hosts=(PORTAL_HOST, APP_HOST))
+        store = start_redis(tmp_path)
+        cleanup.callback(store.client.close)
+        cleanup.callback(stop, store.process)
+        app, server = start_echo_app()
+        cleanup.callback(server.server_close)
+        cleanup.callback(server.shutdown)
+        plain, port = free_port(), GATE_OUTAGE_PORT
+        # No MEDIAFLOW_REDIRECT_URI: the callback URL is built from what nginx forwards.
+        settings = portal_settings(
+            emulator, "portal-test", plain, SESSION_BACKEND="redis", REDIS_URL=store.url, GUNICORN_WORKERS="2",
+            SESSION_COOKIE_SECURE="true", SESSION_COOKIE_DOMAIN=TEST_DOMAIN, GATE_ALLOWED_REDIRECT_HOSTS=APP_HOST,
+            TRUSTED_PROXY_COUNT="1", TRUSTED_HOSTS=PORTAL_HOST)
+        del settings["MEDIAFLOW_REDIRECT_URI"]
+        portal = start_portal(tmp_path, plain, settings)
+        cleanup.callback(stop, portal.process)
+        config = readme_gate_config(port, plain, int(app.url.rsplit(":", 1)[1]), certificate,
+                                    tmp_path / "gate-portal.log")
+        if away == "portal-hung":
+            # The README's 20 s, which the hung portal would cost this test: the same directive, shorter.
+            assert config.count("proxy_read_timeout 20s;") == 1
+            config = config.replace("proxy_read_timeout 20s;", "proxy_read_timeout 2s;")
         nginx = start_nginx(tmp_path / "nginx", port, config)
+        cleanup.callback(stop, nginx.process)
+        pools = {host: urllib3.HTTPSConnectionPool("127.0.0.1", port, ca_certs=str(certificate.cert),
+                                                   server_hostname=host, assert_hostname=host, retries=False)
+                 for host in (APP_HOST, PORTAL_HOST)}
+        for pool in pools.values():
+            cleanup.callback(pool.close)
+        cookie = ""
+
+        def get(host: str, target: str, **extra: str) -> urllib3.BaseHTTPResponse:
+            """GET a path, or an absolute URL on this nginx, keeping the portal's cookie as a browser would."""
+            nonlocal cookie
+            path = target.split(f":{port}", 1)[1] if target.startswith("https://") else target
+            answer = pools[host].request("GET", path, headers={"Host": f"{host}:{port}", "Cookie": cookie, **extra},
+                                         redirect=False)
+            cookie = next((c.split(";")[0] for c in answer.headers.getlist("Set-Cookie")
+                           if c.startswith("__Secure-mediaflow_portal=")), cookie)
+            return answer
+
+        # One login through nginx, as a person makes it. A client's own X-Forwarded-Port never reaches the
+        # portal, which believes that header from nginx.
         before = get(APP_HOST, "/reports")
         assert before.status == 302 and f"//{PORTAL_HOST}:{port}/login?next=" in before.headers["Location"]
-        # A client's own X-Forwarded-Port never reaches the portal, which believes that header from nginx.
-        login = get(PORTAL_HOST, "/login", **{"X-Forwarded-Port": "1234"})
+        login = get(PORTAL_HOST, before.headers["Location"], **{"X-Forwarded-Port": "1234"})
         assert login.status == 302
         assert f"redirect_uri={quote(f'https://{PORTAL_HOST}:{port}/callback', safe='')}" in login.headers["Location"]
+        landed = get(PORTAL_HOST, submit_login(login.headers["Location"]).headers["Location"])
+        assert landed.status == 302 and landed.headers["Location"] == f"https://{APP_HOST}:{port}/reports"
+        # The app is reached: the later of these through the workers' copies of the session.
+        assert [get(APP_HOST, "/reports").status for _ in range(6)] == [200] * 6
 
+        stopped: list[int] = []
         if away == "store-down":
             stop(store.process)
+        elif away == "store-hung":
+            stopped = [store.process.pid]
         elif away == "portal-down":
             stop(portal.process)
         else:
-            stopped = {portal.process.pid, *portal.workers()}
-            for pid in stopped:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGSTOP)
+            stopped = [portal.process.pid, *portal.workers()]
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+            cleanup.callback(_resume, pid)
         began = time.monotonic()
-        answer = get(APP_HOST, "/reports")
+        while (answer := get(APP_HOST, "/reports")).status == 200 and time.monotonic() - began < 30:
+            # Only a hung Redis leaves the workers' copies answering, and only for a few seconds.
+            assert away == "store-hung"
+            time.sleep(0.2)
         took = time.monotonic() - began
+        seen = len(app.seen)
         assert answer.status == 503, (answer.status, answer.data[:300])
         assert answer.headers["Retry-After"] == "60" and answer.headers["Cache-Control"] == "no-store"
         assert answer.headers["Content-Type"].startswith("text/html")
         assert "Sign-in is unavailable just now" in answer.data.decode()
-        assert took < 10, took  # the hung portal's wait is proxy_read_timeout's, not nginx's default minute
-        assert app.seen == []
+        # The hung portal's wait is proxy_read_timeout's, not nginx's default minute. A hung Redis: 3 s of copies
+        # (TRUSTED_FOR) after a PING a second old at most, then the read that finds Redis silent (5 s).
+        assert took < 14, took
+        assert get(APP_HOST, "/reports").status == 503 and len(app.seen) == seen  # the app sees nothing more
         assert logged in nginx.logs()
         if away == "portal-down":
             # The portal's own host: no replica runs, so the same page rather than nginx's bare 502. (A hung one
@@ -330,16 +367,8 @@ def test_while_the_portal_cannot_answer_the_gate_says_try_again_and_the_app_sees
             own = get(PORTAL_HOST, "/")
             assert own.status == 503 and "Sign-in is unavailable just now" in own.data.decode()
             assert own.headers["Retry-After"] == "60" and own.headers["Cache-Control"] == "no-store"
-    finally:
-        for pid in stopped:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
-        for pool in pools.values():
-            pool.close()
-        if nginx is not None:
-            stop(nginx.process)
-        stop(portal.process)
-        stop(store.process)
-        store.client.close()
-        server.shutdown()
-        server.server_close()
+
+
+def _resume(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)
