@@ -145,7 +145,7 @@ class StoreGuard:
         if not session.modified:
             # With SESSION_REFRESH_EACH_REQUEST off, Flask-Session would only add this header: skip the rest.
             if session.accessed:
-                # gate.KeptSessions adds this Vary too, to the 202s it answers before Flask.
+                # gate.KeptSessions sends this Vary too, on the 202s it answers before Flask.
                 # response.vary parses the header into a set and writes it back: only worth it to merge with a view's.
                 if response.headers.getlist("Vary"):
                     response.vary.add("Cookie")
