@@ -4,6 +4,7 @@ import logging
 import logging.config
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -103,6 +104,14 @@ forwarded_allow_ips = ""
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
     # The worker's counts stay in its files and keep counting in /metrics; only its live gauges go.
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker):  # type: ignore[no-untyped-def]
+    # Ctrl-C in a terminal, or in `docker run -it`, sends SIGINT to the master and every worker at once. The
+    # master then sends each worker SIGQUIT, and a gthread worker already quitting on the SIGINT can deadlock in
+    # its thread pool's shutdown: the master kills it after the graceful timeout, 30 s later, and logs
+    # "Perhaps out of memory?". A worker leaves SIGINT to the master, whose SIGQUIT stops it at once.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def empty_metrics_folder(folder: str) -> None:

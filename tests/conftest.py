@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -44,6 +45,17 @@ CLIENTS = [
                     issue_refresh_token=False),
 ]
 SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnop"
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto` (pyproject.toml): twice the CPUs, at most 8; most tests wait on servers they started.
+
+    Measured on 2 CPUs: 4 processes ran the suite in 3 min against 3 min 51 s for 2. None defers to
+    pytest-xdist, which reads PYTEST_XDIST_AUTO_NUM_WORKERS.
+    """
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    return min(8, 2 * (os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session")

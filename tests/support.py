@@ -213,9 +213,10 @@ class Portal:
         return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
 
 
-def start_portal(tmp: Path, port: int, settings: Mapping[str, str]) -> Portal:
+def start_portal(tmp: Path, port: int, settings: Mapping[str, str], own_group: bool = False) -> Portal:
     """Run the Dockerfile's CMD (gunicorn) from a staged image folder with these settings.
 
+    own_group: gunicorn and its workers in a process group of their own, as a terminal's foreground job.
     With GUNICORN_CERTFILE among the settings, gunicorn serves https and is checked against that certificate.
     The metrics folder is tmp/metrics unless the settings name one (PROMETHEUS_MULTIPROC_DIR="": gunicorn's own).
     """
@@ -228,7 +229,7 @@ def start_portal(tmp: Path, port: int, settings: Mapping[str, str]) -> Portal:
     log = tmp / f"portal-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), *command[1:]], cwd=app_dir,
-                                   env=dict(env), stdout=out, stderr=subprocess.STDOUT)
+                                   env=dict(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=own_group)
     certfile = settings.get("GUNICORN_CERTFILE")
     url = f"{'https' if certfile else 'http'}://127.0.0.1:{port}"
     try:

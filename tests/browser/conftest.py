@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
 from tests.conftest import RedisServer
 from tests.support import PORTAL_PORTS, Emulator, Portal, portal_settings, require_binary, start_portal, stop
@@ -44,14 +44,34 @@ def portal(emulator: Emulator, redis_server: RedisServer, tmp_path_factory: pyte
     stop(running.process)
 
 
-def fresh_page(browser: Browser, tmp_path: Path, request: pytest.FixtureRequest, **options: Any) -> Iterator[Page]:
-    """A fresh browser profile; its last page is saved as a screenshot in the test's temp folder."""
-    context = browser.new_context(viewport={"width": 1100, "height": 800}, **options)
-    opened = context.new_page()
-    yield opened
-    for number, each in enumerate(context.pages):
-        each.screenshot(path=str(tmp_path / f"{request.node.name}-{number}.png"), full_page=True)
+# Set on a test's item once its call has failed: its pages are then saved as screenshots.
+FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    report: pytest.TestReport = yield
+    if report.when == "call" and report.failed:
+        item.stash[FAILED] = True
+    return report
+
+
+def close_context(context: BrowserContext, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Close a browser profile; after a failure, each of its pages is saved first in the test's temp folder.
+
+    Only then: a full-page screenshot costs a browser test about a tenth of its time.
+    """
+    if request.node.stash.get(FAILED, False):
+        for number, each in enumerate(context.pages):
+            each.screenshot(path=str(tmp_path / f"{request.node.name}-{number}.png"), full_page=True)
     context.close()
+
+
+def fresh_page(browser: Browser, tmp_path: Path, request: pytest.FixtureRequest, **options: Any) -> Iterator[Page]:
+    """A fresh browser profile; a failed test's pages are saved as screenshots in its temp folder."""
+    context = browser.new_context(viewport={"width": 1100, "height": 800}, **options)
+    yield context.new_page()
+    close_context(context, tmp_path, request)
 
 
 @pytest.fixture

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -100,6 +104,35 @@ def test_dockerfile_cmd_serves_health_readiness_and_a_login(emulator: Emulator, 
     assert [(line["outcome"], line["user_id"], line["request_id"]) for line in audited] == [
         ("ok", 1, logins[0]["request_id"])]
     assert any(f"rid={request_id}" in line for line in portal.logs().splitlines()), "access log carries the request id"
+
+
+@pytest.mark.gunicorn
+def test_ctrl_c_stops_gunicorn_and_its_workers_at_once(emulator: Emulator, tmp_path: Path) -> None:
+    """A terminal's Ctrl-C (or `docker run -it`'s) signals gunicorn's master and each worker at once.
+
+    gunicorn's gthread worker can deadlock when the master's SIGQUIT arrives while it quits on that SIGINT;
+    the master then kills it after 30 s. A worker leaves SIGINT to the master (gunicorn.conf.py).
+    """
+    port = PORTAL_PORTS[2]
+    settings = portal_settings(emulator, "portal-test", port, GUNICORN_WORKERS="4",
+                               SESSION_FILESYSTEM_ALLOW_WORKERS="true", SESSION_FILE_DIR=str(tmp_path / "sessions"))
+    portal = start_portal(tmp_path, port, settings, own_group=True)
+    try:
+        workers = portal.workers()
+        assert len(workers) == 4
+        for pid in workers:  # a SIGINT that reaches a worker alone leaves it serving
+            os.kill(pid, signal.SIGINT)
+        assert [requests.get(f"{portal.url}/healthz", timeout=5).status_code for _ in range(8)] == [200] * 8
+        assert portal.workers() == workers
+        began = time.monotonic()
+        os.killpg(portal.process.pid, signal.SIGINT)
+        assert portal.process.wait(timeout=25) == 0
+        assert time.monotonic() - began < 5
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(portal.process.pid, signal.SIGKILL)
+        portal.process.wait()
+    assert "SIGKILL" not in portal.logs() and "Traceback" not in portal.logs()
 
 
 @pytest.mark.gunicorn
