@@ -17,6 +17,7 @@ from app import create_app
 from portal import sessions
 from scripts.servers import wait_for_port
 from tests.support import (
+    MAX_TEST_PROCESSES,
     PORTAL_PORTS,
     Emulator,
     client_settings,
@@ -55,7 +56,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return None
-    return min(8, 2 * (os.cpu_count() or 1))
+    return min(MAX_TEST_PROCESSES, 2 * (os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,10 @@ def require_binary(path_or_name: str, what: str) -> str:
     pytest.skip(message)
 
 
+# The most test processes `-n auto` starts (tests/conftest.py): each has a block of ports of its own.
+MAX_TEST_PROCESSES = 8
+
+
 def reserved_ports(count: int) -> list[int]:
     """count free ports below the kernel's ephemeral range, in a block of this xdist worker's own.
 
@@ -44,9 +49,14 @@ def reserved_ports(count: int) -> list[int]:
     """
     lowest = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
-    first = lowest - 100 * (worker + 1)
-    if first < 1024:
-        raise RuntimeError(f"no room for xdist worker {worker}'s ports below the ephemeral range ({lowest})")
+    blocks = (lowest - 1024) // 100
+    if blocks < MAX_TEST_PROCESSES:
+        raise RuntimeError(f"no room for the tests' ports below the ephemeral range ({lowest})")
+    # Two runs on one host (two clones, say) take different blocks, chosen by the run's id: their servers
+    # do not race for a port. One block per process of the run (xdist's workers).
+    run = zlib.crc32((os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())).encode())
+    block = ((run % (blocks // MAX_TEST_PROCESSES)) * MAX_TEST_PROCESSES + worker) % blocks
+    first = lowest - 100 * (block + 1)
     found = []
     for port in range(first, first + 100):
         with socket.socket() as probe:

