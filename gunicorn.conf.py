@@ -107,11 +107,14 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
 
 
 def post_worker_init(worker):  # type: ignore[no-untyped-def]
-    # Ctrl-C in a terminal, or in `docker run -it`, sends SIGINT to the master and every worker at once. The
-    # master then sends each worker SIGQUIT, and a gthread worker already quitting on the SIGINT can deadlock in
-    # its thread pool's shutdown: the master kills it after the graceful timeout, 30 s later, and logs
-    # "Perhaps out of memory?". A worker leaves SIGINT to the master, whose SIGQUIT stops it at once.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A quick stop (the master's SIGQUIT to each worker, on Ctrl-C, SIGINT or SIGQUIT; a terminal's Ctrl-C also
+    # reaches each worker as SIGINT) runs gunicorn's gthread handler, which shuts the thread pool down and raises
+    # SystemExit inside the signal handler. Landing while the worker's main thread is inside the pool (taking a
+    # connection), it can leave a lock held that the pool or its threads then wait for (CPython #121649): the
+    # worker hangs until the master kills it after the graceful timeout, logging "Perhaps out of memory?". A
+    # worker stops as on SIGTERM instead: it stops accepting, finishes its requests, and exits from its own loop.
+    signal.signal(signal.SIGQUIT, worker.handle_exit)
+    signal.signal(signal.SIGINT, worker.handle_exit)
 
 
 def empty_metrics_folder(folder: str) -> None:

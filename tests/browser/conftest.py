@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
 
 from tests.conftest import RedisServer
 from tests.support import PORTAL_PORTS, Emulator, Portal, portal_settings, require_binary, start_portal, stop
@@ -49,8 +51,8 @@ FAILED = pytest.StashKey[bool]()
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
-    report: pytest.TestReport = yield
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
     if report.when == "call" and report.failed:
         item.stash[FAILED] = True
     return report
@@ -61,10 +63,14 @@ def close_context(context: BrowserContext, tmp_path: Path, request: pytest.Fixtu
 
     Only then: a full-page screenshot costs a browser test about a tenth of its time.
     """
-    if request.node.stash.get(FAILED, False):
-        for number, each in enumerate(context.pages):
-            each.screenshot(path=str(tmp_path / f"{request.node.name}-{number}.png"), full_page=True)
-    context.close()
+    try:
+        if request.node.stash.get(FAILED, False):
+            for number, each in enumerate(context.pages):
+                # A page that crashed with the test has no picture to give; the others still do.
+                with contextlib.suppress(PlaywrightError):
+                    each.screenshot(path=str(tmp_path / f"{request.node.name}-{number}.png"), full_page=True)
+    finally:
+        context.close()
 
 
 def fresh_page(browser: Browser, tmp_path: Path, request: pytest.FixtureRequest, **options: Any) -> Iterator[Page]:

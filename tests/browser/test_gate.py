@@ -291,7 +291,8 @@ def test_while_the_portal_cannot_answer_the_gate_says_try_again_and_the_app_sees
             emulator, "portal-test", plain, SESSION_BACKEND="redis", REDIS_URL=store.url, GUNICORN_WORKERS="2",
             SESSION_COOKIE_SECURE="true", SESSION_COOKIE_DOMAIN=TEST_DOMAIN, GATE_ALLOWED_REDIRECT_HOSTS=APP_HOST,
             TRUSTED_PROXY_COUNT="1", TRUSTED_HOSTS=PORTAL_HOST,
-            # How long a request waits for a silent Redis: the default 5 s, which a hung store costs each request.
+            # For every row: how long a request waits for a silent Redis (or Mediaflow; a refresh lock waits that
+            # and more), 5 s by default, which a hung store would cost each request of the store-hung row.
             MEDIAFLOW_READ_TIMEOUT="2")
         del settings["MEDIAFLOW_REDIRECT_URI"]
         portal = start_portal(tmp_path, plain, settings)
