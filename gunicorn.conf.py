@@ -114,7 +114,15 @@ def post_worker_init(worker):  # type: ignore[no-untyped-def]
     # worker hangs until the master kills it after the graceful timeout, logging "Perhaps out of memory?". A
     # worker stops as on SIGTERM instead: it stops accepting, finishes its requests, and exits from its own loop.
     signal.signal(signal.SIGQUIT, worker.handle_exit)
-    signal.signal(signal.SIGINT, worker.handle_exit)
+
+    def interrupted(signum, frame):  # type: ignore[no-untyped-def]
+        if worker.alive:
+            worker.handle_exit(signum, frame)
+        else:
+            # A second Ctrl-C: whoever presses it does not want to wait for the requests in flight.
+            os._exit(0)
+
+    signal.signal(signal.SIGINT, interrupted)
 
 
 def empty_metrics_folder(folder: str) -> None:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -108,45 +109,85 @@ def test_dockerfile_cmd_serves_health_readiness_and_a_login(emulator: Emulator, 
     assert any(f"rid={request_id}" in line for line in portal.logs().splitlines()), "access log carries the request id"
 
 
+@dataclass(frozen=True)
+class CtrlC:
+    """Ctrl-C pressed in gunicorn's terminal: presses, what is going on meanwhile, and what a person sees."""
+
+    id: str
+    presses: int
+    page_delay: float | None  # a page in flight whose Mediaflow call takes this long, or None
+    page_answers: bool  # whether that page still gets its answer
+    stopped_within: float
+
+
+CTRL_C = [
+    # gunicorn's own quick quit could hang a worker taking a connection until the graceful timeout (10 s here).
+    CtrlC("amid-new-connections", 1, None, False, 8),
+    # One press lets the requests in flight finish: a refresh cut off midway could lose a rotated token.
+    CtrlC("a-page-in-flight", 1, 2.0, True, 8),
+    CtrlC("twice-with-a-page-in-flight", 2, 5.0, False, 3),
+]
+
+
 @pytest.mark.gunicorn
-def test_ctrl_c_stops_gunicorn_and_its_workers_at_once_while_connections_arrive(emulator: Emulator,
-                                                                               tmp_path: Path) -> None:
+@pytest.mark.parametrize("case", CTRL_C, ids=[case.id for case in CTRL_C])
+def test_ctrl_c_stops_gunicorn_and_its_workers(emulator: Emulator, tmp_path: Path, case: CtrlC) -> None:
     """A terminal's Ctrl-C (or `docker run -it`'s) signals gunicorn's master and each worker at once.
 
     The master then quits each worker with SIGQUIT. gunicorn's own gthread handler could hang a worker that
-    was taking a connection (gunicorn.conf.py's post_worker_init says why) until the master killed it after
-    the graceful timeout. That race depends on timing: Ctrl-C amid new connections hung 2 rounds of 15 on
-    the old code, so these rounds may miss it; none of 65 hung with the fix.
+    was taking a connection (gunicorn.conf.py's post_worker_init says why). That race depends on timing:
+    Ctrl-C amid new connections hung 2 rounds of 15 on the old code, so the first row may miss it; none of
+    85 hung with the fix.
     """
     port = PORTAL_PORTS[2]
     settings = portal_settings(emulator, "portal-test", port, GUNICORN_WORKERS="2", GUNICORN_GRACEFUL_TIMEOUT="10",
-                               SESSION_FILESYSTEM_ALLOW_WORKERS="true", SESSION_FILE_DIR=str(tmp_path / "sessions"))
-    for attempt in range(2):
-        portal = start_portal(tmp_path / f"attempt-{attempt}", port, settings, own_group=True)
-        arriving = threading.Event()
-        arriving.set()
-        knocking = threading.Thread(target=connect_while, args=(port, arriving))
-        try:
-            knocking.start()
-            time.sleep(0.2)
-            began = time.monotonic()
+                               MEDIAFLOW_READ_TIMEOUT="10", SESSION_FILESYSTEM_ALLOW_WORKERS="true",
+                               SESSION_FILE_DIR=str(tmp_path / "sessions"))
+    portal = start_portal(tmp_path, port, settings, own_group=True)
+    arriving = threading.Event()
+    background: list[threading.Thread] = []
+    answers: list[int | str] = []
+    try:
+        if case.page_delay is None:
+            arriving.set()
+            background.append(threading.Thread(target=connect_while, args=(port, arriving)))
+        else:
+            browser = http_login(portal.url)
+            emulator.fault(endpoint="api", kind="delay", delay=case.page_delay, count=1)
+            background.append(threading.Thread(target=get_into, args=(browser, f"{portal.url}/account", answers)))
+        background[0].start()
+        time.sleep(0.5)
+        began = time.monotonic()
+        for press in range(case.presses):
             os.killpg(portal.process.pid, signal.SIGINT)
-            assert portal.process.wait(timeout=30) == 0
-            # A hung worker held the master for the 10 s graceful timeout; a kept-alive connection lingers 2 s.
-            assert time.monotonic() - began < 8
-            # No worker outlives its master, one still booting included (it leaves once it sees the master gone).
-            deadline = time.monotonic() + 5
-            while group_alive(portal.process.pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert not group_alive(portal.process.pid)
-        finally:
-            arriving.clear()
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(portal.process.pid, signal.SIGKILL)
-            portal.process.wait()
-            if knocking.is_alive():
-                knocking.join()
-        assert "SIGKILL" not in portal.logs() and "Traceback" not in portal.logs()
+            if press + 1 < case.presses:
+                time.sleep(0.3)
+        assert portal.process.wait(timeout=30) == 0
+        assert time.monotonic() - began < case.stopped_within
+        # No worker outlives its master, one still booting included (it leaves once it sees the master gone).
+        deadline = time.monotonic() + 5
+        while group_alive(portal.process.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not group_alive(portal.process.pid)
+    finally:
+        arriving.clear()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(portal.process.pid, signal.SIGKILL)
+        portal.process.wait()
+        for thread in background:
+            if thread.ident is not None:
+                thread.join()
+    assert "SIGKILL" not in portal.logs() and "Traceback" not in portal.logs()
+    if case.page_delay is not None:
+        assert (answers == [200]) == case.page_answers, answers
+
+
+def get_into(browser: requests.Session, url: str, answers: list[int | str]) -> None:
+    """GET url and note its status, or the kind of error that ended it."""
+    try:
+        answers.append(browser.get(url, timeout=30).status_code)
+    except requests.RequestException as error:
+        answers.append(error.__class__.__name__)
 
 
 def group_alive(group: int) -> bool:
