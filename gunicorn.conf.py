@@ -1,5 +1,6 @@
 """gunicorn settings for the portal; each can be changed through the environment."""
 
+import contextlib
 import logging
 import logging.config
 import os
@@ -112,17 +113,24 @@ def post_worker_init(worker):  # type: ignore[no-untyped-def]
     # SystemExit inside the signal handler. Landing while the worker's main thread is inside the pool (taking a
     # connection), it can leave a lock held that the pool or its threads then wait for (CPython #121649): the
     # worker hangs until the master kills it after the graceful timeout, logging "Perhaps out of memory?". A
-    # worker stops as on SIGTERM instead: it stops accepting, finishes its requests, and exits from its own loop.
-    signal.signal(signal.SIGQUIT, worker.handle_exit)
+    # worker stops as on SIGTERM instead: it stops accepting, finishes its requests (a refresh cut off after
+    # Mediaflow rotated the token would end the session), and exits from its own loop. Only a stop asked for
+    # again leaves at once: a second Ctrl-C, or the master's SIGQUIT during a graceful stop (it kills a worker
+    # that is still there 2 s later).
+    received: set[int] = set()
 
-    def interrupted(signum, frame):  # type: ignore[no-untyped-def]
-        if worker.alive:
-            worker.handle_exit(signum, frame)
-        else:
-            # A second Ctrl-C: whoever presses it does not want to wait for the requests in flight.
+    def stop(signum, frame):  # type: ignore[no-untyped-def]
+        again = signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM
+        if signum != signal.SIGTERM and again in received:
+            for stream in (sys.stdout, sys.stderr):  # os._exit skips the flush at exit
+                with contextlib.suppress(Exception):
+                    stream.flush()
             os._exit(0)
+        received.add(signum)
+        worker.handle_exit(signum, frame)
 
-    signal.signal(signal.SIGINT, interrupted)
+    for signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
+        signal.signal(signum, stop)
 
 
 def empty_metrics_folder(folder: str) -> None:
