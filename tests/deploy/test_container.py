@@ -117,19 +117,20 @@ class Stop:
     id: str
     sends: tuple[tuple[signal.Signals, bool], ...]  # each signal, and whether to the terminal's whole group
     page_delay: float | None  # a page in flight whose Mediaflow call takes this long, or None: new connections
-    page_answers: bool  # whether that page still gets its answer
-    stopped_within: float  # seconds from the last signal sent
+    page_answers: bool  # whether that page still gets its answer; if not, it ends within 1.5 s of the last signal
 
 
 CTRL_C = (signal.SIGINT, True)  # what a terminal sends: the master and each worker at once
 STOPS = [
     # gunicorn's own quick quit could hang a worker taking a connection until the graceful timeout (10 s here).
-    Stop("ctrl-c-amid-new-connections", (CTRL_C,), None, False, 8),
+    Stop("ctrl-c-amid-new-connections", (CTRL_C,), None, False),
     # One press lets the requests in flight finish: a refresh cut off midway could lose a rotated token.
-    Stop("ctrl-c-with-a-page-in-flight", (CTRL_C,), 2.0, True, 8),
-    Stop("ctrl-c-twice-with-a-page-in-flight", (CTRL_C, CTRL_C), 5.0, False, 1.5),
+    Stop("ctrl-c-with-a-page-in-flight", (CTRL_C,), 2.0, True),
+    Stop("ctrl-c-twice-with-a-page-in-flight", (CTRL_C, CTRL_C), 5.0, False),
     # `docker stop`, then a quick stop asked of the master: it kills a worker still there 2 s later, so they leave.
-    Stop("sigterm-then-sigint-to-the-master", ((signal.SIGTERM, False), (signal.SIGINT, False)), 5.0, False, 1.5),
+    Stop("sigterm-then-sigint-to-the-master", ((signal.SIGTERM, False), (signal.SIGINT, False)), 5.0, False),
+    # `docker run` without -t passes Ctrl-C to the master alone.
+    Stop("sigint-to-the-master-twice", ((signal.SIGINT, False), (signal.SIGINT, False)), 5.0, False),
 ]
 
 
@@ -172,7 +173,8 @@ def test_gunicorn_stops_as_asked_and_no_worker_hangs(emulator: Emulator, tmp_pat
             else:
                 portal.process.send_signal(sent)
         assert portal.process.wait(timeout=30) == 0
-        assert time.monotonic() - last_sent < case.stopped_within
+        # A hung worker held the master for the 10 s graceful timeout; a kept-alive connection lingers 2 s.
+        assert time.monotonic() - last_sent < 8
         # No worker outlives its master, one still booting included (it leaves once it sees the master gone).
         wait_until(lambda: not group_alive(portal.process.pid))
     finally:
@@ -188,6 +190,8 @@ def test_gunicorn_stops_as_asked_and_no_worker_hangs(emulator: Emulator, tmp_pat
         [(answer, answered_at)] = answers
         assert (answer == 200) == case.page_answers, answer
         assert answered_at > began  # it was in flight when the stop began
+        if not case.page_answers:  # not after the page's own time, nor the master's 2 s before it kills
+            assert answered_at - last_sent < 1.5
 
 
 def wait_until(condition: Callable[[], bool], seconds: float = 10) -> None:
