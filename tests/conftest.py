@@ -26,11 +26,11 @@ from tests.support import (
     start_emulator,
     stop,
 )
-from tests.tls import GATE_OUTAGE_PORT, HTTPS_PORTS, NGINX_HTTPS_PORT, TEST_DOMAIN, Certificate
+from tests.tls import HTTPS_PORTS, NGINX_HTTPS_PORT, NGINX_OUTAGE_PORT, TEST_DOMAIN, Certificate
 
 TEST_CALLBACKS = (["http://localhost/callback"] + [f"http://127.0.0.1:{p}/callback" for p in PORTAL_PORTS]
                   + [f"https://127.0.0.1:{p}/callback" for p in HTTPS_PORTS]
-                  + [f"https://portal.{TEST_DOMAIN}:{p}/callback" for p in (NGINX_HTTPS_PORT, GATE_OUTAGE_PORT)])
+                  + [f"https://portal.{TEST_DOMAIN}:{p}/callback" for p in (NGINX_HTTPS_PORT, NGINX_OUTAGE_PORT)])
 
 CLIENTS = [
     client_settings("portal-test", redirect_uris=TEST_CALLBACKS),

@@ -24,7 +24,7 @@ HTTPS_PORTS = RESERVED_PORTS[4:6]
 # the gate's nginx (tests/browser/test_gate.py): portal.gate.test and app.gate.test, which Chromium maps to 127.0.0.1;
 NGINX_HTTPS_PORT = RESERVED_PORTS[6]
 # and the gate's nginx in front of a stack that a test stops part of.
-GATE_OUTAGE_PORT = RESERVED_PORTS[7]
+NGINX_OUTAGE_PORT = RESERVED_PORTS[7]
 TEST_DOMAIN = "gate.test"
 
 

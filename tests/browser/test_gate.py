@@ -26,9 +26,9 @@ from tests.conftest import RedisServer, start_redis
 from tests.support import ROOT, Emulator, Portal, free_port, portal_settings, require_binary, start_portal, stop
 from tests.support import sign_in as submit_login
 from tests.tls import (
-    GATE_OUTAGE_PORT,
     NGINX,
     NGINX_HTTPS_PORT,
+    NGINX_OUTAGE_PORT,
     TEST_DOMAIN,
     Certificate,
     Nginx,
@@ -285,7 +285,7 @@ def test_while_the_portal_cannot_answer_the_gate_says_try_again_and_the_app_sees
         app, server = start_echo_app()
         cleanup.callback(server.server_close)
         cleanup.callback(server.shutdown)
-        plain, port = free_port(), GATE_OUTAGE_PORT
+        plain, port = free_port(), NGINX_OUTAGE_PORT
         # No MEDIAFLOW_REDIRECT_URI: the callback URL is built from what nginx forwards.
         settings = portal_settings(
             emulator, "portal-test", plain, SESSION_BACKEND="redis", REDIS_URL=store.url, GUNICORN_WORKERS="2",
