@@ -115,18 +115,18 @@ def post_worker_init(worker):  # type: ignore[no-untyped-def]
     # worker hangs until the master kills it after the graceful timeout, logging "Perhaps out of memory?". A
     # worker stops as on SIGTERM instead: it stops accepting, finishes its requests (a refresh cut off after
     # Mediaflow rotated the token would end the session), and exits from its own loop. Only a stop asked for
-    # again leaves at once: a second Ctrl-C, or the master's SIGQUIT during a graceful stop (on_starting; it
-    # kills a worker that is still there 2 s later).
-    received: set[int] = set()
+    # again leaves at once: a second Ctrl-C, or the master's SIGQUIT, which it sends only then (on_starting).
+    # Counted by signal, not by order: Python runs the handlers of signals pending together by number, QUIT first.
+    interrupts = 0
 
     def stop(signum, frame):  # type: ignore[no-untyped-def]
-        again = signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM
-        if signum != signal.SIGTERM and again in received:
+        nonlocal interrupts
+        interrupts += signum == signal.SIGINT
+        if signum == signal.SIGQUIT or interrupts > 1:
             for stream in (sys.stdout, sys.stderr):  # os._exit skips the flush at exit
                 with contextlib.suppress(Exception):
                     stream.flush()
             os._exit(0)
-        received.add(signum)
         worker.handle_exit(signum, frame)
 
     for signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
@@ -144,8 +144,8 @@ def empty_metrics_folder(folder: str) -> None:
 def on_starting(server):  # type: ignore[no-untyped-def]
     # SIGINT and SIGQUIT to the master (Ctrl-C; `docker kill -s INT`; `docker run` without -t) start the same stop
     # as SIGTERM, so that asking again is heard: gunicorn's graceful stop turns a second SIGINT or SIGQUIT into
-    # its quick one, whose SIGQUIT a worker stopping already answers by leaving (post_worker_init). gunicorn's
-    # own quick stop listens for nothing more, and would SIGQUIT a worker that SIGTTOU had already stopped.
+    # its quick one, whose SIGQUIT makes each worker leave at once (post_worker_init). gunicorn's own quick stop
+    # listens for nothing more, and would SIGQUIT a worker that SIGTTOU had stopped and that holds requests.
     server.handle_int = server.handle_quit = server.handle_term
     # Checked here, before gunicorn opens its sockets: a setting the app would refuse makes every worker
     # exit at boot, and gunicorn would boot them again and again instead of stopping with one line.
