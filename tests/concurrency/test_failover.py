@@ -28,6 +28,8 @@ pytestmark = pytest.mark.gunicorn
 PEOPLE = 6
 WORKERS = 2
 REQUESTS = 64
+# What each load thread waits between two requests.
+PACE = 0.02
 
 
 @dataclass
@@ -108,6 +110,9 @@ class Load:
                 status, body = 0, repr(error)
             with self.lock:
                 self.answers.append((started, time.monotonic(), status, url, cookie, body))
+            # Each person's page on each replica every few tens of milliseconds: enough to see every
+            # second of the outage, and the machine is left to the servers under test.
+            self.stopping.wait(PACE)
 
     def __enter__(self) -> Load:
         for thread in self.threads:

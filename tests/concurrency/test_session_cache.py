@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
@@ -18,9 +17,12 @@ pytestmark = pytest.mark.gunicorn
 REQUESTS = 64
 
 
-@pytest.fixture
-def replicas(emulator: Emulator, redis_server: RedisServer, tmp_path: Path) -> Iterator[list[Portal]]:
+@pytest.fixture(scope="module")
+def replicas(emulator: Emulator, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[list[Portal]]:
+    """Shared by this file's tests: each logs in a session of its own, and 8 workers take seconds of CPU to start."""
     redis_server.client.flushdb()
+    tmp_path = tmp_path_factory.mktemp("replicas")
     started: list[Portal] = []
     try:
         for number, port in enumerate(PORTAL_PORTS[:2]):
