@@ -111,7 +111,7 @@ class Load:
             with self.lock:
                 self.answers.append((started, time.monotonic(), status, url, cookie, body))
             # Each person's page on each replica every few tens of milliseconds: enough to see every
-            # second of the outage, and the machine is left to the servers under test.
+            # second of the outage, and more of the CPU is left to the servers under test.
             self.stopping.wait(PACE)
 
     def __enter__(self) -> Load:
