@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, abort, current_app, redirect, render_template, request, session
+from flask import Blueprint, Flask, abort, current_app, render_template, request, session
 from werkzeug.routing import IntegerConverter, Map
 from werkzeug.wrappers import Response
 
@@ -35,6 +35,8 @@ MAX_RESULTS = 100
 MAX_URL_LENGTH = 8192
 # What a browser would read differently from how Mediaflow wrote it.
 NOT_IN_URL = re.compile(r"[\\\r\n\t ]")
+# Unicode's control characters (category Cc): no one types them into a search, and a page cannot show them.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 SORTS = {"filename": "Name", "uploaded": "Upload date", "filesize": "Size"}
 ORDERS = {"asc": "Ascending", "desc": "Descending"}
 # What a grid of previews shows; `fields` names are lowercase (mediaflow-api.md).
@@ -108,6 +110,8 @@ def search() -> Any:
     term = request.args.get("q", "").strip()
     if len(term) > MAX_SEARCH_LENGTH:
         abort(400, description=f"A search is at most {MAX_SEARCH_LENGTH} characters long.")
+    if CONTROL_CHARACTERS.search(term):
+        abort(400, description="A search cannot hold control characters (such as a tab or a line break).")
     if not term:
         return render_template("library/search.html", term="", files=None, more=False)
     lang = request.accept_languages.best_match(LANGUAGES, default="en-GB")
@@ -150,7 +154,8 @@ def download(file_id: int) -> Response:
     # Mediaflow chooses the host; over https, as every other call to Mediaflow (http on loopback only).
     if not isinstance(url, str) or not _is_web_url(url, https=True):
         raise MediaflowUnavailable("Mediaflow's download answer has no usable downloadURL", 502)
-    response = redirect(url, 303)
+    # Not flask.redirect: its body repeats the URL as a link, for whatever keeps bodies (a proxy, a HAR file).
+    response = current_app.response_class(status=303, headers={"Location": url})
     # The signed URL's host learns nothing of the portal's pages.
     response.headers["Referrer-Policy"] = "no-referrer"
     return response

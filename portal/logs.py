@@ -33,6 +33,17 @@ PATTERNS = [
 ]
 
 
+# Control characters (Unicode's Cc) from a request: a line break would forge a second line, and ESC, BEL or
+# backspace would drive the terminal of whoever reads the log with tail or less -R.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+ESCAPES = {"\r": "\\r", "\n": "\\n", "\t": "\\t"}
+
+
+def escape_controls(text: str) -> str:
+    """text with each control character written out: \\n, \\r, \\t, else \\x1b and the like."""
+    return CONTROL.sub(lambda found: ESCAPES.get(found[0]) or f"\\x{ord(found[0]):02x}", text)
+
+
 # A known secret shorter than this is not searched for, by the app's log and gunicorn's alike: it would cut ordinary
 # words apart in every line, a refusal to start included. PATTERNS still catch it by name (client_secret=…), and a
 # SECRET_KEY under 32 bytes is refused.
@@ -60,9 +71,7 @@ class RedactingFilter(logging.Filter):
         # gunicorn's access lines are logged after the request, with its atoms as the arguments: the id is there.
         # Taken now, as record.args is cleared below.
         atoms = record.args if record.name == "gunicorn.access" and isinstance(record.args, Mapping) else None
-        # Escape line breaks: a value from a request must never forge a second log line.
-        message = redact(record.getMessage(), self.known)
-        record.msg = message.replace("\r", "\\r").replace("\n", "\\n")
+        record.msg = escape_controls(redact(record.getMessage(), self.known))
         record.args = None
         if record.exc_info:
             # Keep the exception's type, drop its text and traceback: both can carry request data.

@@ -96,12 +96,18 @@ def test_everything_mediaflow_returns_is_shown_as_text(logged_in: Any, path: str
      (f"/library/folders/{PHOTO_LIBRARY}?sort=evil", 400, "&#39;sort&#39; must be one of: filename, uploaded"),
      (f"/library/folders/{PHOTO_LIBRARY}?order=up", 400, "&#39;order&#39; must be one of: asc, desc"),
      ("/search?q=" + "x" * 201, 400, "A search is at most 200 characters long."),
+     ("/search?q=a%1B%5B2Jb", 400, "A search cannot hold control characters"),
+     ("/search?q=a%00b", 400, "A search cannot hold control characters"),
+     ("/search?q=a%09b", 400, "A search cannot hold control characters"),
+     ("/search?q=a%C2%85b", 400, "A search cannot hold control characters"),   # NEL, a C1 control
      (f"/files/{BRAND_GUIDE}/download?format=abc", 400, "Choose a download format from the list."),
      (f"/files/{BRAND_GUIDE}/download?format=-1", 400, "Choose a download format"),
      (f"/files/{BRAND_GUIDE}/download?format=99", 404, "Not found in Mediaflow"),
      (f"/files/{EMBARGOED}/download?format=0", 403, "You do not have access"),
      # A format that does not fit the file: Mediaflow's 400, explained.
      ("/files/101/download?format=3", 400, "Mediaflow refused this request"),
+     # Mediaflow's own sentence ends in a full stop: the page adds none after it.
+     ("/files/101/download?format=3", 400, "does not fit a image file. Go back"),
      ("/library/folders/%D9%A1", 404, "Page not found"),        # Arabic-Indic 1: not an id
      ("/files/%F0%9D%9F%8F%F0%9D%9F%8E%F0%9D%9F%8F", 404, "Page not found")],
 )
@@ -134,6 +140,7 @@ def test_a_download_redirects_once_to_mediaflows_signed_url_and_the_bytes_arrive
     assert answer.headers["Referrer-Policy"] == "no-referrer"
     assert answer.headers["Cache-Control"] == "no-store"
     url = answer.headers["Location"]
+    assert answer.data == b""  # not even the "Redirecting..." page with the URL as a link, for a proxy to keep
     assert url not in logged_in.get(f"/files/{file_id}").text  # never put in a page
     assert url.split("/")[-1] not in caplog.text  # never logged by the portal (nor by requests or urllib3 in it)
     body = requests.get(url, timeout=5)
@@ -154,7 +161,7 @@ def test_the_file_page_offers_only_the_formats_that_fit_the_file(logged_in: Any)
      ({"kind": "garbage"}, 502, "could not understand"),
      ({"kind": "drop"}, 503, "Mediaflow could not be reached in time."),
      ({"kind": "delay", "delay": 1.5}, 503, "Mediaflow could not be reached in time."),
-     ({"kind": "rate_limit", "retry_after": 0, "count": 2}, 429, "Please wait 0 seconds"),
+     ({"kind": "rate_limit", "retry_after": 0, "count": 2}, 429, "Please try again in a moment."),
      ({"kind": "rate_limit", "retry_after": 30}, 429, "Please wait 30 seconds")],
     ids=["500", "409", "garbage", "drop", "slow", "429-twice", "429-long"],
 )

@@ -223,6 +223,26 @@ def test_a_known_secret_is_redacted_alike_in_the_apps_log_and_gunicorns(secret: 
     assert (secret in lines[0]) is (len(secret) < 8)
 
 
+# A request line as gunicorn's access log gets it (%(r)s), and as the line must read: no control character raw.
+CONTROL_LINES = [
+    ("escape-sequences", "GET /x\x1b[31mRED\x1b[0m HTTP/1.1", "GET /x\\x1b[31mRED\\x1b[0m HTTP/1.1"),
+    ("nul-bell-backspace-del", "GET /a\x00\x07\x08\x7f HTTP/1.1", "GET /a\\x00\\x07\\x08\\x7f HTTP/1.1"),
+    ("line-breaks-and-tab", "GET /a\r\n2026-01-01 INFO\t HTTP/1.1", "GET /a\\r\\n2026-01-01 INFO\\t HTTP/1.1"),
+    ("c1-control", "GET /a\x85\x9b2J HTTP/1.1", "GET /a\\x85\\x9b2J HTTP/1.1"),
+    ("printable-left-alone", "GET /caf\xe9?q=a%20b HTTP/1.1", "GET /caf\xe9?q=a%20b HTTP/1.1"),
+]
+
+
+@pytest.mark.parametrize(("request_line", "logged"), [row[1:] for row in CONTROL_LINES],
+                         ids=[row[0] for row in CONTROL_LINES])
+def test_control_characters_from_a_request_are_written_out_in_the_log(request_line: str, logged: str) -> None:
+    """ESC, BEL or backspace would drive the terminal of whoever reads the log; a line break would forge a line."""
+    record = logging.LogRecord("gunicorn.access", logging.INFO, __file__, 1, '%(h)s "%(r)s" 404',
+                               (SafeAtoms({"h": "127.0.0.1", "r": request_line}),), None)
+    assert RedactingFilter().filter(record)
+    assert record.getMessage() == f'127.0.0.1 "{logged}" 404'
+
+
 # gunicorn's access record: its atoms (a SafeAtoms) as the arguments; the response's X-Request-ID among them.
 ACCESS_RECORDS = [
     ("the-portals-id", SafeAtoms({"h": "127.0.0.1", "{x-request-id}o": "6f1c0a2b"}), "6f1c0a2b"),
