@@ -18,7 +18,7 @@ from flask import Blueprint, Flask, abort, current_app, render_template, request
 from werkzeug.routing import IntegerConverter, Map
 from werkzeug.wrappers import Response
 
-from . import api, tokens
+from . import api, logs, tokens
 from .auth import login_required
 from .mediaflow import MediaflowUnavailable
 
@@ -35,8 +35,6 @@ MAX_RESULTS = 100
 MAX_URL_LENGTH = 8192
 # What a browser would read differently from how Mediaflow wrote it.
 NOT_IN_URL = re.compile(r"[\\\r\n\t ]")
-# Unicode's control characters (category Cc): no one types them into a search, and a page cannot show them.
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 SORTS = {"filename": "Name", "uploaded": "Upload date", "filesize": "Size"}
 ORDERS = {"asc": "Ascending", "desc": "Descending"}
 # What a grid of previews shows; `fields` names are lowercase (mediaflow-api.md).
@@ -110,7 +108,8 @@ def search() -> Any:
     term = request.args.get("q", "").strip()
     if len(term) > MAX_SEARCH_LENGTH:
         abort(400, description=f"A search is at most {MAX_SEARCH_LENGTH} characters long.")
-    if CONTROL_CHARACTERS.search(term):
+    # No one types a control character into a search, and a page cannot show one.
+    if logs.CONTROL.search(term):
         abort(400, description="A search cannot hold control characters (such as a tab or a line break).")
     if not term:
         return render_template("library/search.html", term="", files=None, more=False)

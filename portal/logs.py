@@ -37,6 +37,8 @@ PATTERNS = [
 # backspace would drive the terminal of whoever reads the log with tail or less -R.
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 ESCAPES = {"\r": "\\r", "\n": "\\n", "\t": "\\t"}
+# The colours Werkzeug's development server gives its own lines (it escapes control characters of a request itself).
+WERKZEUG_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def escape_controls(text: str) -> str:
@@ -71,7 +73,10 @@ class RedactingFilter(logging.Filter):
         # gunicorn's access lines are logged after the request, with its atoms as the arguments: the id is there.
         # Taken now, as record.args is cleared below.
         atoms = record.args if record.name == "gunicorn.access" and isinstance(record.args, Mapping) else None
-        record.msg = escape_controls(redact(record.getMessage(), self.known))
+        message = redact(record.getMessage(), self.known)
+        if record.name == "werkzeug":
+            message = WERKZEUG_COLOURS.sub("", message)
+        record.msg = escape_controls(message)
         record.args = None
         if record.exc_info:
             # Keep the exception's type, drop its text and traceback: both can carry request data.

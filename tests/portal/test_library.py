@@ -102,7 +102,7 @@ def test_everything_mediaflow_returns_is_shown_as_text(logged_in: Any, path: str
      ("/search?q=a%C2%85b", 400, "A search cannot hold control characters"),   # NEL, a C1 control
      (f"/files/{BRAND_GUIDE}/download?format=abc", 400, "Choose a download format from the list."),
      (f"/files/{BRAND_GUIDE}/download?format=-1", 400, "Choose a download format"),
-     (f"/files/{BRAND_GUIDE}/download?format=99", 404, "no such file, folder or download format"),
+     (f"/files/{BRAND_GUIDE}/download?format=99", 404, "no file, folder or download format at this address"),
      (f"/files/{EMBARGOED}/download?format=0", 403, "You do not have access"),
      # A format that does not fit the file: Mediaflow's 400, explained.
      ("/files/101/download?format=3", 400, "Mediaflow refused this request"),
@@ -116,6 +116,7 @@ def test_bad_input_gets_a_page_that_says_what_happened(logged_in: Any, path: str
     assert page.status_code == status, page.text
     assert says in page.text
     assert "Traceback" not in page.text
+    assert not {"\x00", "\x1b", "\x85"} & set(page.text)  # a refused search's term is not echoed
     assert logged_in.get("/session").status_code == 200  # never logged out by it
 
 

@@ -243,6 +243,17 @@ def test_control_characters_from_a_request_are_written_out_in_the_log(request_li
     assert record.getMessage() == f'127.0.0.1 "{logged}" 404'
 
 
+def test_werkzeugs_own_colours_are_dropped_and_any_other_escape_written_out() -> None:
+    """`flask run`'s server colours its lines; it writes a request's own control characters out itself."""
+    record = logging.LogRecord("werkzeug", logging.INFO, __file__, 1, '%s - "%s" 404 -',
+                               ("127.0.0.1", "\x1b[33mGET /nope\\x1b[2J HTTP/1.1\x1b[0m"), None)
+    assert RedactingFilter().filter(record)
+    assert record.getMessage() == '127.0.0.1 - "GET /nope\\x1b[2J HTTP/1.1" 404 -'
+    other = logging.LogRecord("portal.auth", logging.INFO, __file__, 1, "%s", ("\x1b[33mgold\x1b[0m",), None)
+    assert RedactingFilter().filter(other)
+    assert other.getMessage() == "\\x1b[33mgold\\x1b[0m"
+
+
 # gunicorn's access record: its atoms (a SafeAtoms) as the arguments; the response's X-Request-ID among them.
 ACCESS_RECORDS = [
     ("the-portals-id", SafeAtoms({"h": "127.0.0.1", "{x-request-id}o": "6f1c0a2b"}), "6f1c0a2b"),
