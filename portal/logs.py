@@ -73,10 +73,11 @@ class RedactingFilter(logging.Filter):
         # gunicorn's access lines are logged after the request, with its atoms as the arguments: the id is there.
         # Taken now, as record.args is cleared below.
         atoms = record.args if record.name == "gunicorn.access" and isinstance(record.args, Mapping) else None
-        message = redact(record.getMessage(), self.known)
+        message = record.getMessage()
         if record.name == "werkzeug":
             message = WERKZEUG_COLOURS.sub("", message)
-        record.msg = escape_controls(message)
+        # Written out before redaction: the patterns end a value at whitespace, which \x1c-\x1f and \x85 are.
+        record.msg = redact(escape_controls(message), self.known)
         record.args = None
         if record.exc_info:
             # Keep the exception's type, drop its text and traceback: both can carry request data.

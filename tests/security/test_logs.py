@@ -141,9 +141,13 @@ def test_logs_of_a_login_a_refresh_and_every_error_hold_no_secret(portal: Portal
     emulator.fault(endpoint="token", kind="oauth_error", error="invalid_grant")
     assert browser.get(f"{portal.url}/session", timeout=10).status_code == 401
     assert browser.get(f"{portal.url}/nowhere", timeout=10).status_code == 404
+    # A path that would recolour the terminal of whoever reads the log, ring its bell and hide the rest.
+    assert requests.get(f"{portal.url}/x%1B[31mred%07%00", timeout=10).status_code == 404
 
     time.sleep(0.5)
     logs = portal.logs()
+    assert '"GET /x\\x1b[31mred\\x07\\x00"' in logs
+    assert not {"\x00", "\x07", "\x1b"} & set(logs)
     assert "Login succeeded" in logs and "Token refreshed" in logs and "Token refresh failed" in logs
     # The audit trail's lines are in the same log, so the check below covers them too.
     assert "portal.audit: login outcome=ok user_id=1" in logs
@@ -230,6 +234,8 @@ CONTROL_LINES = [
     ("line-breaks-and-tab", "GET /a\r\n2026-01-01 INFO\t HTTP/1.1", "GET /a\\r\\n2026-01-01 INFO\\t HTTP/1.1"),
     ("c1-control", "GET /a\x85\x9b2J HTTP/1.1", "GET /a\\x85\\x9b2J HTTP/1.1"),
     ("printable-left-alone", "GET /caf\xe9?q=a%20b HTTP/1.1", "GET /caf\xe9?q=a%20b HTTP/1.1"),
+    # Python's \s takes \x1c-\x1f for whitespace: a value after one is still found by its name.
+    ("a-secret-after-a-control", "GET /cb?code=\x1fcode-1234 HTTP/1.1", "GET /cb?code=[redacted] HTTP/1.1"),
 ]
 
 
